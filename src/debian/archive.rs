@@ -1,0 +1,398 @@
+//! Fetching a suite the way apt would trust it: `InRelease` by conditional GET, OpenPGP
+//! verified, `Valid-Until` and replay (`Date` going backwards) refused; then each `Packages`
+//! index (by-hash when advertised, `.xz` preferred) accepted only when its size and SHA256
+//! match the verified Release. Parsed indices are cached in the state directory keyed by that
+//! SHA256, so an unchanged archive costs one conditional request per suite and no parsing.
+
+use super::index::{decode_cache, encode_cache, SuiteIndex, SuiteMeta};
+use super::release::{parse_date, Release};
+use super::sources::SuiteSource;
+use super::{packages, verify};
+use crate::output::Progress;
+use crate::state::write_atomic;
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counters a caller (or benchmark) can read after fetching.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    pub requests: AtomicUsize,
+    pub not_modified: AtomicUsize,
+    pub indices_downloaded: AtomicUsize,
+    pub indices_parsed: AtomicUsize,
+    pub indices_from_cache: AtomicUsize,
+    pub bytes_downloaded: AtomicUsize,
+}
+
+/// What the state directory remembers about a suite between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SuiteState {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    /// The newest verified `Date` seen: an older one later means replay or rollback.
+    date: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    state_dir: PathBuf,
+    pub stats: Arc<FetchStats>,
+    progress: Progress,
+    /// The clock used for `Valid-Until`; a parameter so tests can move it.
+    pub now: DateTime<Utc>,
+}
+
+enum Body {
+    NotModified,
+    Found {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    Missing,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Fetcher {
+    pub fn new(state_dir: &Path, progress: Progress) -> Result<Fetcher> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("rebake/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(20))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .context("cannot create HTTP client")?;
+        Ok(Fetcher {
+            client,
+            state_dir: state_dir.to_path_buf(),
+            stats: Arc::default(),
+            progress,
+            now: Utc::now(),
+        })
+    }
+
+    fn suite_dir(&self, src: &SuiteSource) -> PathBuf {
+        self.state_dir.join("suites").join(src.state_key())
+    }
+
+    fn cache_path(&self, sha256: &str) -> PathBuf {
+        self.state_dir.join("indices").join(format!("{sha256}.tsv"))
+    }
+
+    /// GET with optional conditional headers. `file:` URLs read the disk.
+    async fn get(&self, url: &str, cond: Option<&SuiteState>) -> Result<Body> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(path) = url.strip_prefix("file://") {
+            return match std::fs::read(path) {
+                Ok(bytes) => Ok(Body::Found {
+                    bytes,
+                    etag: None,
+                    last_modified: None,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Body::Missing),
+                Err(e) => Err(anyhow!("cannot read {path}: {e}")),
+            };
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.client.get(url);
+            if let Some(c) = cond {
+                if let Some(e) = &c.etag {
+                    req = req.header(reqwest::header::IF_NONE_MATCH, e);
+                }
+                if let Some(m) = &c.last_modified {
+                    req = req.header(reqwest::header::IF_MODIFIED_SINCE, m);
+                }
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if attempt < 3 && (e.is_connect() || e.is_timeout()) => {
+                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(anyhow!("cannot fetch {url}: {e}")),
+            };
+            let status = resp.status();
+            if status.is_server_error() && attempt < 3 {
+                tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                continue;
+            }
+            if status == reqwest::StatusCode::NOT_MODIFIED {
+                self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
+                return Ok(Body::NotModified);
+            }
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Ok(Body::Missing);
+            }
+            if !status.is_success() {
+                bail!("cannot fetch {url}: HTTP {status}");
+            }
+            let header = |h: reqwest::header::HeaderName| {
+                resp.headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let etag = header(reqwest::header::ETAG);
+            let last_modified = header(reqwest::header::LAST_MODIFIED);
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| anyhow!("cannot fetch {url}: {e}"))?
+                .to_vec();
+            self.stats
+                .bytes_downloaded
+                .fetch_add(bytes.len(), Ordering::Relaxed);
+            return Ok(Body::Found {
+                bytes,
+                etag,
+                last_modified,
+            });
+        }
+    }
+
+    /// Fetches and verifies one suite's indices for `arch`.
+    pub async fn fetch_suite(&self, src: &SuiteSource, arch: &str) -> Result<SuiteIndex> {
+        let base = src.dists_url();
+        let inrelease_url = format!("{base}InRelease");
+        let dir = self.suite_dir(src);
+        let state_file = dir.join("state.json");
+        let cached_inrelease = dir.join("InRelease");
+        let state: SuiteState = std::fs::read(&state_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let have_cached = cached_inrelease.exists();
+        let (raw, etag, last_modified) = match self
+            .get(&inrelease_url, have_cached.then_some(&state))
+            .await?
+        {
+            Body::NotModified => (
+                std::fs::read(&cached_inrelease).with_context(|| {
+                    format!("cannot read cached {}", cached_inrelease.display())
+                })?,
+                state.etag.clone(),
+                state.last_modified.clone(),
+            ),
+            Body::Found {
+                bytes,
+                etag,
+                last_modified,
+            } => (bytes, etag, last_modified),
+            Body::Missing => bail!(
+                "{inrelease_url} does not exist (rebake needs a signed InRelease; check the suite name in {})",
+                src.origin
+            ),
+        };
+        let text = verify::verify_clearsigned(&raw, &src.signed_by, &inrelease_url)?;
+        let release =
+            Release::parse(&text).with_context(|| format!("in verified {inrelease_url}"))?;
+        if let Some(until) = release.valid_until {
+            if until < self.now {
+                bail!(
+                    "{inrelease_url} expired: Valid-Until {} is in the past (a stale or frozen mirror; refusing its data)",
+                    until.to_rfc2822()
+                );
+            }
+        }
+        if let Some(seen) = state.date.as_deref().and_then(|d| parse_date(d).ok()) {
+            if release.date < seen {
+                bail!(
+                    "{inrelease_url} is older than one already seen: Date {} < {} (replay or rollback; refusing it)",
+                    release.date_text,
+                    state.date.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        let mut packages = Vec::new();
+        for component in &src.components {
+            let part = self
+                .fetch_packages(&base, &release, component, arch)
+                .await
+                .with_context(|| {
+                    format!("{}dists/{}: {component}/binary-{arch}", src.uri, src.suite)
+                })?;
+            packages.extend(part);
+        }
+        // Only now, with everything verified, remember what was seen.
+        let new_state = SuiteState {
+            etag,
+            last_modified,
+            date: Some(release.date_text.clone()),
+        };
+        if !have_cached || std::fs::read(&cached_inrelease).ok().as_deref() != Some(&raw[..]) {
+            write_atomic(&cached_inrelease, &raw)?;
+        }
+        write_atomic(&state_file, &serde_json::to_vec_pretty(&new_state)?)?;
+        Ok(SuiteIndex {
+            meta: SuiteMeta {
+                uri: src.uri.clone(),
+                suite: src.suite.clone(),
+                label: release.label.clone(),
+                date: release.date_text.clone(),
+                inrelease_sha256: sha256_hex(&raw),
+                security: release.is_security(&src.suite),
+                pin: release.default_pin(),
+            },
+            packages,
+        })
+    }
+
+    /// Downloads one component's Packages index, verified against the Release (size and
+    /// SHA256) and uncompressed. Returns the index's SHA256 and its text.
+    pub async fn download_packages(
+        &self,
+        base: &str,
+        release: &Release,
+        component: &str,
+        arch: &str,
+    ) -> Result<(String, Vec<u8>)> {
+        let (path, name, expected) = choose_index(release, component, arch)?;
+        let by_hash = format!(
+            "{base}{}/by-hash/SHA256/{}",
+            index_dir(component, arch),
+            expected.sha256
+        );
+        let plain = format!("{base}{path}");
+        let mut body = Body::Missing;
+        let mut url = plain.clone();
+        if release.acquire_by_hash {
+            body = self.get(&by_hash, None).await?;
+            url = by_hash;
+        }
+        if matches!(body, Body::Missing) {
+            body = self.get(&plain, None).await?;
+            url = plain;
+        }
+        let Body::Found { bytes, .. } = body else {
+            bail!("{url} does not exist although the verified Release lists it");
+        };
+        self.stats
+            .indices_downloaded
+            .fetch_add(1, Ordering::Relaxed);
+        if bytes.len() as u64 != expected.size {
+            bail!(
+                "{url}: size {} does not match the verified Release ({}); refusing it",
+                bytes.len(),
+                expected.size
+            );
+        }
+        let got = sha256_hex(&bytes);
+        if got != expected.sha256 {
+            bail!(
+                "{url}: SHA256 {got} does not match the verified Release ({}); refusing it",
+                expected.sha256
+            );
+        }
+        let text = tokio::task::spawn_blocking(move || decompress(name, &bytes))
+            .await?
+            .with_context(|| url.clone())?;
+        Ok((expected.sha256, text))
+    }
+
+    async fn fetch_packages(
+        &self,
+        base: &str,
+        release: &Release,
+        component: &str,
+        arch: &str,
+    ) -> Result<Vec<packages::BinaryPackage>> {
+        let (_, _, expected) = choose_index(release, component, arch)?;
+        let cache = self.cache_path(&expected.sha256);
+        if let Ok(bytes) = std::fs::read(&cache) {
+            if let Ok(p) = decode_cache(&bytes) {
+                self.stats
+                    .indices_from_cache
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(p);
+            }
+        }
+        let _spinner = self
+            .progress
+            .spinner(&format!("{base}: {component}/binary-{arch}"));
+        let (_, text) = self
+            .download_packages(base, release, component, arch)
+            .await?;
+        let parsed = tokio::task::spawn_blocking(move || packages::parse(&text))
+            .await?
+            .map_err(|e| anyhow!("{base}{}/Packages: {e}", index_dir(component, arch)))?;
+        self.stats.indices_parsed.fetch_add(1, Ordering::Relaxed);
+        write_atomic(&cache, &encode_cache(&parsed))?;
+        Ok(parsed)
+    }
+}
+
+fn index_dir(component: &str, arch: &str) -> String {
+    format!("{component}/binary-{arch}")
+}
+
+/// The Packages file to fetch: `.xz` preferred, then `.gz`, then plain, as listed in the
+/// verified Release.
+fn choose_index(
+    release: &Release,
+    component: &str,
+    arch: &str,
+) -> Result<(String, &'static str, super::release::IndexFile)> {
+    let dir = index_dir(component, arch);
+    ["Packages.xz", "Packages.gz", "Packages"]
+        .iter()
+        .find_map(|name| {
+            let path = format!("{dir}/{name}");
+            release.sha256.get(&path).map(|f| (path, *name, f.clone()))
+        })
+        .ok_or_else(|| anyhow!("the verified Release lists no Packages index for {dir}"))
+}
+
+/// Uncompresses an index by its file name.
+pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() * 6);
+    if name.ends_with(".xz") {
+        liblzma::read::XzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .context("xz data is corrupt")?;
+    } else if name.ends_with(".gz") {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .context("gzip data is corrupt")?;
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
+}
+
+/// Fetches every suite of a release concurrently and merges them.
+pub async fn fetch_release(
+    fetcher: &Fetcher,
+    release: &str,
+    arch: &str,
+    suites: &[SuiteSource],
+) -> Result<super::index::ReleaseIndex> {
+    let mut set = tokio::task::JoinSet::new();
+    for (n, s) in suites.iter().enumerate() {
+        let f = fetcher.clone();
+        let s = s.clone();
+        let arch = arch.to_string();
+        set.spawn(async move { (n, f.fetch_suite(&s, &arch).await) });
+    }
+    let mut results: Vec<Option<SuiteIndex>> = vec![None; suites.len()];
+    while let Some(joined) = set.join_next().await {
+        let (n, r) = joined.context("fetch task failed")?;
+        results[n] = Some(r?);
+    }
+    Ok(super::index::ReleaseIndex::new(
+        release,
+        arch,
+        results.into_iter().flatten().collect(),
+    ))
+}

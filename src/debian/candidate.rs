@@ -1,0 +1,90 @@
+//! apt's candidate choice under its default priorities.
+//!
+//! As apt's `pkgPolicy::GetCandidateVer` does: each version's priority is the highest pin of
+//! the suites that carry it (500 normally; 1 for `NotAutomatic: yes`, 100 with
+//! `ButAutomaticUpgrades: yes`), and the installed version has at least 100. Versions below
+//! the installed one are never candidates (no downgrades below pin 1000). The candidate is the
+//! version with the highest priority, the highest version among equals. So a backports version
+//! only upgrades a package installed from a backports suite that allows automatic upgrades.
+
+use super::index::{Available, ReleaseIndex};
+use super::status::InstalledPackage;
+use super::version::compare;
+use std::cmp::Ordering;
+
+/// A newer version apt would install.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub version: &'a str,
+    pub source: &'a str,
+    pub source_version: &'a str,
+    /// Every suite (index into `ReleaseIndex::suites`) that carries this version.
+    pub suites: Vec<usize>,
+}
+
+/// Whether an index entry is the same package as the installed one. `Architecture: all`
+/// counts for every architecture: apt treats it as the native one.
+fn same_arch(entry_arch: &str, installed_arch: &str, native: &str) -> bool {
+    let norm = |a: &'_ str| {
+        if a == "all" {
+            native.to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    entry_arch == installed_arch || norm(entry_arch) == norm(installed_arch)
+}
+
+/// The version apt would pick for `pkg`, when it is newer than the installed one.
+pub fn candidate<'a>(index: &'a ReleaseIndex, pkg: &InstalledPackage) -> Option<Candidate<'a>> {
+    let versions: Vec<&Available> = index
+        .versions(&pkg.name)
+        .iter()
+        .filter(|a| same_arch(&a.arch, &pkg.arch, &index.arch))
+        .collect();
+    let mut best: Option<(&str, i32)> = Some((pkg.version.as_str(), 100));
+    let priority = |v: &str| -> i32 {
+        let archive = versions
+            .iter()
+            .filter(|a| compare(&a.version, v) == Ordering::Equal)
+            .map(|a| index.suites[a.suite].pin)
+            .max()
+            .unwrap_or(0);
+        if compare(v, &pkg.version) == Ordering::Equal {
+            archive.max(100)
+        } else {
+            archive
+        }
+    };
+    if let Some((v, _)) = best {
+        best = Some((v, priority(v)));
+    }
+    for a in &versions {
+        if compare(&a.version, &pkg.version) != Ordering::Greater {
+            continue;
+        }
+        let p = priority(&a.version);
+        let (bv, bp) = best.expect("installed version seeds the search");
+        if p > bp || (p == bp && compare(&a.version, bv) == Ordering::Greater) {
+            best = Some((&a.version, p));
+        }
+    }
+    let (version, _) = best?;
+    if compare(version, &pkg.version) != Ordering::Greater {
+        return None;
+    }
+    let carriers: Vec<&&Available> = versions
+        .iter()
+        .filter(|a| compare(&a.version, version) == Ordering::Equal)
+        .collect();
+    let first = carriers.first()?;
+    let mut suites: Vec<usize> = carriers.iter().map(|a| a.suite).collect();
+    suites.sort_unstable();
+    suites.dedup();
+    Some(Candidate {
+        version: &first.version,
+        source: &first.source,
+        source_version: &first.source_version,
+        suites,
+    })
+}

@@ -1,0 +1,15 @@
+//! rebake: rebuilds Debian-based container images when Debian fixes a package.
+//!
+//! One module per stage of the flow (see README): `debian` reads and verifies the archive,
+//! `plan` decides which images need an update and why, later stages build on it.
+
+pub mod app;
+pub mod check;
+pub mod config;
+pub mod debian;
+pub mod lock;
+pub mod output;
+pub mod plan;
+pub mod policy;
+pub mod security;
+pub mod state;

@@ -1,0 +1,132 @@
+//! The `rebake` command: parses arguments, sets up logging, calls one library function per
+//! command, and turns its result into an exit code.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rebake::app::{self, OutputFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "rebake",
+    version,
+    about = "Rebuild Debian-based images when Debian fixes a package, propose them, deploy the tested digest"
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// The GitOps repository (holds rebake.yaml, policies/, templates/, images/).
+    #[arg(long, global = true, default_value = ".")]
+    repo: PathBuf,
+    /// The bot's configuration (default: <repo>/rebake.yaml when it exists).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where rebake keeps verified archive state and caches (default: $XDG_STATE_HOME/rebake).
+    #[arg(long, global = true, env = "REBAKE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate rebake.yaml, policies and templates (exit 1 on any error).
+    Check,
+    /// Report installed packages that have a newer version in the verified Debian archive.
+    Scan {
+        /// Images to scan (default: every policy's image).
+        images: Vec<String>,
+        /// apt deb822 .sources file to read archives from (default: rebake.yaml's, else the host's apt sources).
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        /// Scan one dpkg status file instead of the repository's image locks.
+        #[arg(long, requires = "suite")]
+        dpkg_status: Option<PathBuf>,
+        /// Debian release of the --dpkg-status inventory (e.g. trixie).
+        #[arg(long)]
+        suite: Option<String>,
+        /// Architecture of the --dpkg-status inventory.
+        #[arg(long, default_value = "amd64")]
+        arch: String,
+        /// Debian Security Tracker JSON (file or URL) to name the CVEs each update fixes.
+        #[arg(long)]
+        security_tracker: Option<String>,
+        /// Tracker advisory lists (DSA/list or DLA/list format; file or URL), repeatable.
+        #[arg(long)]
+        advisories: Vec<String>,
+        /// Exit with status 3 when any update is found (for CI).
+        #[arg(long)]
+        fail_on_updates: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let ctx = app::Context {
+        repo: cli.repo,
+        config: cli.config,
+        state_dir: cli.state_dir,
+    };
+    let result = match cli.command {
+        Command::Check => app::check(&ctx),
+        Command::Scan {
+            images,
+            sources,
+            dpkg_status,
+            suite,
+            arch,
+            security_tracker,
+            advisories,
+            fail_on_updates,
+            format,
+        } => app::scan(
+            &ctx,
+            app::ScanRequest {
+                images,
+                sources,
+                dpkg_status,
+                suite,
+                arch,
+                security_tracker,
+                advisories,
+                fail_on_updates,
+                format: match format {
+                    Format::Human => OutputFormat::Human,
+                    Format::Json => OutputFormat::Json,
+                },
+            },
+        ),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: the cause chain, outermost first.
+            eprintln!("rebake: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The plan stage: which images hold a package with a newer candidate in the verified
+//! archive, whether that is a security update, and which CVEs/DSAs it fixes.
+
+use crate::debian::archive::{fetch_release, Fetcher};
+use crate::debian::candidate::candidate;
+use crate::debian::index::{ReleaseIndex, SuiteMeta};
+use crate::debian::sources::{suites_for_release, SourceEntry};
+use crate::debian::status::InstalledPackage;
+use crate::security::{CveFix, Tracker};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The version of the JSON report; bump on incompatible change (docs/scan-report.schema.json).
+pub const SCAN_SCHEMA: &str = "rebake.scan/v1";
+
+/// What is installed in one image (from its lock) or one dpkg status file.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub name: String,
+    /// Debian release codename (`trixie`).
+    pub release: String,
+    pub arch: String,
+    pub packages: Vec<InstalledPackage>,
+    /// Whether non-security (point release, -updates) changes are reported.
+    pub include_non_security: bool,
+    /// Why there is nothing to scan (no lock yet), shown instead of findings.
+    pub note: Option<String>,
+}
+
+/// One installed binary package with a newer candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub package: String,
+    pub arch: String,
+    pub source: String,
+    pub installed: String,
+    pub candidate: String,
+    pub source_installed: String,
+    pub source_candidate: String,
+    /// The suite the candidate comes from (a security suite when several carry it).
+    pub suite: String,
+    pub security: bool,
+    pub cves: Vec<String>,
+    pub advisories: Vec<String>,
+}
+
+/// Findings grouped by source package: the unit a reviewer reasons about.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceUpdate {
+    pub source: String,
+    pub installed: String,
+    pub candidate: String,
+    pub suite: String,
+    pub security: bool,
+    pub binaries: Vec<String>,
+    pub cves: Vec<CveFix>,
+    pub advisories: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageScan {
+    pub image: String,
+    pub suite: String,
+    pub architecture: String,
+    pub installed_packages: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub findings: Vec<Finding>,
+    pub sources: Vec<SourceUpdate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanReport {
+    pub schema: &'static str,
+    /// Every verified suite the scan read.
+    pub archive: Vec<SuiteMeta>,
+    pub images: Vec<ImageScan>,
+}
+
+impl ScanReport {
+    pub fn finding_count(&self) -> usize {
+        self.images.iter().map(|i| i.findings.len()).sum()
+    }
+}
+
+/// Scans one inventory against a verified release index.
+pub fn scan_inventory(
+    index: &ReleaseIndex,
+    tracker: Option<&Tracker>,
+    inv: &Inventory,
+) -> ImageScan {
+    let mut findings = Vec::new();
+    for pkg in &inv.packages {
+        let Some(c) = candidate(index, pkg) else {
+            continue;
+        };
+        let security_suite = c.suites.iter().copied().find(|&s| index.suites[s].security);
+        let security = security_suite.is_some();
+        if !security && !inv.include_non_security {
+            continue;
+        }
+        let suite = &index.suites[security_suite.unwrap_or(c.suites[0])];
+        findings.push(Finding {
+            package: pkg.name.clone(),
+            arch: pkg.arch.clone(),
+            source: c.source.to_string(),
+            installed: pkg.version.clone(),
+            candidate: c.version.to_string(),
+            source_installed: pkg.source_version.clone(),
+            source_candidate: c.source_version.to_string(),
+            suite: suite.suite.clone(),
+            security,
+            cves: Vec::new(),
+            advisories: Vec::new(),
+        });
+    }
+    // Group by source package and its version change.
+    let mut groups: BTreeMap<(String, String, String), SourceUpdate> = BTreeMap::new();
+    for f in &mut findings {
+        let key = (
+            f.source.clone(),
+            f.source_installed.clone(),
+            f.source_candidate.clone(),
+        );
+        let g = groups.entry(key).or_insert_with(|| {
+            let fixes = tracker
+                .map(|t| {
+                    t.fixes(
+                        &f.source,
+                        &inv.release,
+                        &f.source_installed,
+                        &f.source_candidate,
+                    )
+                })
+                .unwrap_or_default();
+            SourceUpdate {
+                source: f.source.clone(),
+                installed: f.source_installed.clone(),
+                candidate: f.source_candidate.clone(),
+                suite: f.suite.clone(),
+                security: f.security,
+                binaries: Vec::new(),
+                cves: fixes.cves,
+                advisories: fixes.advisories,
+            }
+        });
+        g.binaries.push(f.package.clone());
+        f.cves = g.cves.iter().map(|c| c.id.clone()).collect();
+        f.advisories = g.advisories.clone();
+    }
+    ImageScan {
+        image: inv.name.clone(),
+        suite: inv.release.clone(),
+        architecture: inv.arch.clone(),
+        installed_packages: inv.packages.len(),
+        note: inv.note.clone(),
+        findings,
+        sources: groups.into_values().collect(),
+    }
+}
+
+/// Fetches (verified, cached) the release indices the inventories need, once per release and
+/// architecture, and scans every inventory.
+pub async fn scan(
+    fetcher: &Fetcher,
+    sources: &[SourceEntry],
+    tracker: Option<&Tracker>,
+    inventories: &[Inventory],
+) -> Result<ScanReport> {
+    let mut needed: Vec<(String, String)> = inventories
+        .iter()
+        .filter(|i| i.note.is_none())
+        .map(|i| (i.release.clone(), i.arch.clone()))
+        .collect();
+    needed.sort();
+    needed.dedup();
+    let mut indices: BTreeMap<(String, String), ReleaseIndex> = BTreeMap::new();
+    let mut archive = Vec::new();
+    for (release, arch) in needed {
+        let suites = suites_for_release(sources, &release)?;
+        let idx = fetch_release(fetcher, &release, &arch, &suites).await?;
+        archive.extend(idx.suites.iter().cloned());
+        indices.insert((release, arch), idx);
+    }
+    let images = inventories
+        .iter()
+        .map(
+            |inv| match indices.get(&(inv.release.clone(), inv.arch.clone())) {
+                Some(idx) if inv.note.is_none() => scan_inventory(idx, tracker, inv),
+                _ => ImageScan {
+                    image: inv.name.clone(),
+                    suite: inv.release.clone(),
+                    architecture: inv.arch.clone(),
+                    installed_packages: inv.packages.len(),
+                    note: inv.note.clone(),
+                    findings: Vec::new(),
+                    sources: Vec::new(),
+                },
+            },
+        )
+        .collect();
+    Ok(ScanReport {
+        schema: SCAN_SCHEMA,
+        archive,
+        images,
+    })
+}
+
+/// The human-readable report: per image, one row per source package.
+pub fn render_table(report: &ScanReport) -> String {
+    let mut out = String::new();
+    for img in &report.images {
+        let sec = img.sources.iter().filter(|s| s.security).count();
+        let head = format!("{} ({}/{})", img.image, img.suite, img.architecture);
+        if let Some(note) = &img.note {
+            out.push_str(&format!("{head}: {note}\n\n"));
+            continue;
+        }
+        if img.sources.is_empty() {
+            out.push_str(&format!(
+                "{head}: up to date ({} packages checked)\n\n",
+                img.installed_packages
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "{head}: {} source package(s) with updates, {sec} security\n",
+            img.sources.len()
+        ));
+        let mut rows = vec![vec![
+            "SOURCE".to_string(),
+            "INSTALLED".into(),
+            "CANDIDATE".into(),
+            "SUITE".into(),
+            "KIND".into(),
+            "FIXES".into(),
+            "BINARIES".into(),
+        ]];
+        for s in &img.sources {
+            let mut fixes: Vec<String> = s.advisories.clone();
+            fixes.extend(s.cves.iter().map(|c| {
+                let mut t = c.id.clone();
+                let extra: Vec<&str> = c
+                    .urgency
+                    .as_deref()
+                    .filter(|u| *u != "not yet assigned")
+                    .into_iter()
+                    .chain(c.note.as_deref())
+                    .collect();
+                if !extra.is_empty() {
+                    t.push_str(&format!(" ({})", extra.join(", ")));
+                }
+                t
+            }));
+            rows.push(vec![
+                s.source.clone(),
+                s.installed.clone(),
+                s.candidate.clone(),
+                s.suite.clone(),
+                if s.security { "security" } else { "update" }.into(),
+                if fixes.is_empty() {
+                    "-".into()
+                } else {
+                    fixes.join(" ")
+                },
+                s.binaries.join(", "),
+            ]);
+        }
+        for line in crate::output::table(&rows).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,1783 @@
+//! Image policies: `policies/<name>.yaml` in the user's repository, one image each.
+//!
+//! A policy says which template renders the image's Dockerfile, from which Debian suite and
+//! with which packages, which updates to take, how to test the image, where to deploy it and
+//! who reviews the pull requests. The image name is the file's stem.
+//!
+//! Everything that later reaches a Dockerfile or a shell is validated here: package names by
+//! Debian policy's grammar, template variables without newlines, names of containers,
+//! networks and volumes by Docker's rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use handlebars::Handlebars;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    is_env_var_name, is_valid_engine_host, merge_problems, parse_yaml, scalar_map, Diagnostic,
+    Diagnostics, FieldPath, ScalarString, ENGINE_HOST_HELP,
+};
+use crate::debian::version::{is_valid_arch, is_valid_package_name};
+
+/// Directory of the policies in a repository.
+pub const POLICIES_DIR: &str = "policies";
+/// Directory of the Dockerfile templates in a repository.
+pub const TEMPLATES_DIR: &str = "templates";
+pub const DEFAULT_ARCHITECTURE: &str = "amd64";
+pub const DEFAULT_TEST_TIMEOUT_SECONDS: u64 = 60;
+pub const DEFAULT_HEALTH_TIMEOUT_SECONDS: u64 = 60;
+pub const DEFAULT_MAX_OPEN: u32 = 10;
+const MAX_TIMEOUT_SECONDS: u64 = 3600;
+
+// ---------------------------------------------------------------------------------------------
+// Raw form: the file as written
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub template: Option<String>,
+    pub suite: Option<String>,
+    pub architecture: Option<String>,
+    pub packages: Option<Vec<String>>,
+    pub vars: Option<BTreeMap<String, ScalarString>>,
+    pub updates: Option<RawUpdates>,
+    pub tests: Option<Vec<RawTest>>,
+    pub deploy: Option<Vec<RawDeployTarget>>,
+    pub review: Option<RawReview>,
+    pub user: Option<ScalarString>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdates {
+    pub security: Option<bool>,
+    pub point_release: Option<bool>,
+    pub backports: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    pub name: Option<String>,
+    pub command: Option<Vec<ScalarString>>,
+    pub expect_stdout: Option<ScalarString>,
+    pub http: Option<RawHttpCheck>,
+    pub file: Option<RawFileCheck>,
+    pub user: Option<RawUserCheck>,
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpCheck {
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub status: Option<u16>,
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileCheck {
+    pub path: Option<String>,
+    pub mode: Option<ScalarString>,
+    pub owner: Option<ScalarString>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserCheck {
+    pub allow_root: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployTarget {
+    pub docker: Option<RawDockerTarget>,
+    pub swarm: Option<RawSwarmTarget>,
+    pub manifests: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDockerTarget {
+    pub host: Option<String>,
+    pub name: Option<String>,
+    pub ports: Option<Vec<ScalarString>>,
+    pub volumes: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, ScalarString>>,
+    pub networks: Option<Vec<String>>,
+    pub restart: Option<String>,
+    pub labels: Option<BTreeMap<String, ScalarString>>,
+    pub pre_deploy: Option<Vec<ScalarString>>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub http: Option<RawHttpCheck>,
+    pub command: Option<Vec<ScalarString>>,
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSwarmTarget {
+    pub service: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReview {
+    pub labels: Option<Vec<String>>,
+    pub reviewers: Option<Vec<String>>,
+    pub assignees: Option<Vec<String>>,
+    pub automerge: Option<bool>,
+    pub max_open: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated form
+// ---------------------------------------------------------------------------------------------
+
+/// One image's validated policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// The image name: the policy file's stem.
+    pub name: String,
+    /// The file it was read from (relative to the repository when loaded from one).
+    pub file: PathBuf,
+    /// File name of the template in `templates/`.
+    pub template: String,
+    /// Debian codename, like `trixie`.
+    pub suite: String,
+    pub architecture: String,
+    /// Debian binary package names to install, in the order written.
+    pub packages: Vec<String>,
+    /// Extra values for the template (`{{vars.name}}`); single-line.
+    pub vars: BTreeMap<String, String>,
+    pub updates: Updates,
+    pub tests: Vec<ImageTest>,
+    pub deploy: Vec<DeployTarget>,
+    pub review: Review,
+    /// The user the image runs as (`USER`), like `postgres` or `1000:1000`.
+    pub user: Option<String>,
+}
+
+/// Which archive updates trigger a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Updates {
+    /// `<suite>-security`.
+    pub security: bool,
+    /// `<suite>-updates` and point releases of `<suite>`.
+    pub point_release: bool,
+    /// `<suite>-backports`.
+    pub backports: bool,
+}
+
+impl Default for Updates {
+    fn default() -> Self {
+        Updates {
+            security: true,
+            point_release: true,
+            backports: false,
+        }
+    }
+}
+
+/// One test, run in a fresh container from the new image; the image passes when all pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageTest {
+    pub name: String,
+    pub timeout_seconds: u64,
+    pub check: TestCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestCheck {
+    /// Runs `argv` as the container's command; passes on exit code 0 and, when given, when
+    /// stdout with trailing whitespace trimmed equals `expect_stdout`.
+    Command {
+        argv: Vec<String>,
+        expect_stdout: Option<String>,
+    },
+    /// Starts the image's own command and polls `http://<container>:<port><path>`.
+    Http(HttpCheck),
+    /// A file in the image exists, with the given permission bits and owner.
+    File(FileCheck),
+    /// The user the image runs as; root fails unless allowed.
+    User { allow_root: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpCheck {
+    /// Port inside the container.
+    pub port: u16,
+    pub path: String,
+    pub status: u16,
+    /// Text the response body must contain.
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileCheck {
+    pub path: String,
+    /// Permission bits, like 0o644.
+    pub mode: Option<u32>,
+    /// `user` or `user:group`, as names or ids.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+// A few per policy, loaded once: plain variants are simpler to match than a Box.
+#[allow(clippy::large_enum_variant)]
+pub enum DeployTarget {
+    Docker(DockerTarget),
+    Swarm(SwarmTarget),
+    /// Files in the repository (compose, stack, Kubernetes) whose image references rebake
+    /// rewrites to the new digest in the same pull request; a GitOps engine rolls them out.
+    Manifests(Vec<PathBuf>),
+}
+
+/// A standalone container on a Docker host, replaced by one from the new digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DockerTarget {
+    /// Engine address; None = the engine from rebake.yaml.
+    pub host: Option<String>,
+    /// Container name.
+    pub name: String,
+    pub ports: Vec<PortMapping>,
+    pub volumes: Vec<VolumeMount>,
+    pub env: BTreeMap<String, String>,
+    pub networks: Vec<String>,
+    pub restart: RestartPolicy,
+    pub labels: BTreeMap<String, String>,
+    /// Run inside the running (old) container (`docker exec`, as the image's user) before it
+    /// is replaced, like a database dump into a mounted volume. Skipped when no container runs
+    /// yet; a non-zero exit aborts the deploy.
+    pub pre_deploy: Option<Vec<String>>,
+    /// Checked on the new container; on failure the old one is restored.
+    pub health: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+}
+
+/// `[ip:]host_port:container_port[/tcp|udp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortMapping {
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: PortProtocol,
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host_ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
+            Some(ip) => write!(f, "{ip}:")?,
+            None => {}
+        }
+        let protocol = match self.protocol {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        };
+        write!(f, "{}:{}/{protocol}", self.host_port, self.container_port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeSource {
+    /// An absolute directory or file on the Docker host (a bind mount).
+    HostPath(PathBuf),
+    /// A named Docker volume.
+    Named(String),
+}
+
+/// `source:target[:ro|:rw]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeMount {
+    pub source: VolumeSource,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure { max_retries: Option<u32> },
+}
+
+impl fmt::Display for RestartPolicy {
+    /// Docker's spelling, as `docker run --restart` takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+            RestartPolicy::OnFailure { max_retries: None } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure {
+                max_retries: Some(n),
+            } => write!(f, "on-failure:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    pub probe: HealthProbe,
+    /// How long the new container has to become healthy.
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthProbe {
+    Http(HttpCheck),
+    /// Run in the new container (`docker exec`); healthy on exit code 0.
+    Command(Vec<String>),
+}
+
+/// A Docker Swarm service whose image is updated to the new digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwarmTarget {
+    pub service: String,
+    /// Address of a manager's engine; None = the engine from rebake.yaml.
+    pub host: Option<String>,
+}
+
+/// How the image's pull requests are reviewed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Review {
+    pub labels: Vec<String>,
+    /// Forge logins; `org/team` names a team on GitHub.
+    pub reviewers: Vec<String>,
+    pub assignees: Vec<String>,
+    /// Merge without a person once the tests pass.
+    pub automerge: bool,
+    /// At most this many open rebake pull requests for this image.
+    pub max_open: u32,
+}
+
+impl Default for Review {
+    fn default() -> Self {
+        Review {
+            labels: Vec::new(),
+            reviewers: Vec::new(),
+            assignees: Vec::new(),
+            automerge: false,
+            max_open: DEFAULT_MAX_OPEN,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+/// Loads and validates every `policies/*.yaml` of a repository, sorted by name, including the
+/// checks that need the repository (templates and manifests exist, no two policies deploy to
+/// the same container). Diagnostics name files relative to `repo_dir`.
+pub fn load_policies(repo_dir: &Path) -> Result<Vec<Policy>, Vec<Diagnostic>> {
+    let (policies, diagnostics) = load_policies_partially(repo_dir);
+    if diagnostics.is_empty() {
+        Ok(policies)
+    } else {
+        Err(diagnostics)
+    }
+}
+
+/// The policies that are valid, sorted by name, and the problems with the others.
+pub(crate) fn load_policies_partially(repo_dir: &Path) -> (Vec<Policy>, Vec<Diagnostic>) {
+    let dir = repo_dir.join(POLICIES_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let problem = Diagnostic::file_level(
+                Path::new(POLICIES_DIR),
+                format!("cannot read the policies directory: {e}"),
+                "create policies/<image>.yaml, one file per image (see the examples shipped \
+                 with rebake)",
+            );
+            return (Vec::new(), vec![problem]);
+        }
+    };
+    let mut files = Vec::new();
+    let mut diagnostics = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let relative = Path::new(POLICIES_DIR).join(&file_name);
+        if file_name.ends_with(".yaml") {
+            files.push(relative);
+        } else if file_name.ends_with(".yml") {
+            diagnostics.push(Diagnostic::file_level(
+                &relative,
+                "policy files must end in .yaml; this one is ignored",
+                format!(
+                    "rename it to {}",
+                    file_name.trim_end_matches(".yml").to_string() + ".yaml"
+                ),
+            ));
+        }
+    }
+    files.sort();
+    if files.is_empty() && diagnostics.is_empty() {
+        diagnostics.push(Diagnostic::file_level(
+            Path::new(POLICIES_DIR),
+            "there are no policies",
+            "add policies/<image>.yaml, one file per image",
+        ));
+    }
+    let mut policies = Vec::new();
+    for relative in files {
+        match load_policy_file(&repo_dir.join(&relative), &relative, Some(repo_dir)) {
+            Ok(policy) => policies.push(policy),
+            Err(mut errors) => diagnostics.append(&mut errors),
+        }
+    }
+    diagnostics.extend(check_deploy_conflicts(repo_dir, &policies));
+    policies.sort_by(|a, b| a.name.cmp(&b.name));
+    (policies, diagnostics)
+}
+
+/// Loads and validates one policy file. When the file sits in a `policies/` directory, the
+/// directory above is taken as its repository and the template (and manifests) must exist
+/// there too.
+pub fn load_policy(path: &Path) -> Result<Policy, Vec<Diagnostic>> {
+    let repo_dir = path
+        .parent()
+        .filter(|dir| dir.file_name().is_some_and(|n| n == POLICIES_DIR))
+        .and_then(Path::parent)
+        .map(|repo| {
+            if repo.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                repo
+            }
+        });
+    load_policy_file(path, path, repo_dir)
+}
+
+fn load_policy_file(
+    path: &Path,
+    shown_as: &Path,
+    repo_dir: Option<&Path>,
+) -> Result<Policy, Vec<Diagnostic>> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic::file_level(
+            shown_as,
+            format!("cannot read the policy: {e}"),
+            "check that the file exists and is readable UTF-8 text",
+        )]
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let policy = parse_policy(&name, shown_as, &source)?;
+    match repo_dir {
+        Some(repo_dir) => {
+            let errors = check_against_repo(&policy, repo_dir, &source);
+            if errors.is_empty() {
+                Ok(policy)
+            } else {
+                Err(errors)
+            }
+        }
+        None => Ok(policy),
+    }
+}
+
+/// Parses and validates policy text for the image `name`; `file` names it in diagnostics.
+/// Does not look at the repository (see [`load_policies`]).
+pub fn parse_policy(name: &str, file: &Path, source: &str) -> Result<Policy, Vec<Diagnostic>> {
+    let (raw, problems) = parse_yaml::<RawPolicy>(file, source)?;
+    merge_problems(problems, validate_policy(name, raw, file, source))
+}
+
+/// An image name as rebake uses it in registries and branch names.
+pub fn is_valid_image_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Docker's rule for container, network, volume and service names.
+pub fn is_valid_docker_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// A user or `user:group`, each a name (`[a-z_][a-z0-9_-]*`, optionally ending in `$`) or a
+/// numeric id.
+pub fn is_valid_user_spec(spec: &str) -> bool {
+    let part_ok = |part: &str| {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            return part.parse::<u32>().is_ok();
+        }
+        let name = part.strip_suffix('$').unwrap_or(part);
+        let bytes = name.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 32
+            && (bytes[0].is_ascii_lowercase() || bytes[0] == b'_')
+            && bytes
+                .iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+    };
+    match spec.split_once(':') {
+        Some((user, group)) => part_ok(user) && part_ok(group),
+        None => part_ok(spec),
+    }
+}
+
+fn validate_policy(
+    name: &str,
+    raw: RawPolicy,
+    file: &Path,
+    source: &str,
+) -> Result<Policy, Vec<Diagnostic>> {
+    let mut d = Diagnostics::new(file, source);
+    let root = FieldPath::root();
+
+    if !is_valid_image_name(name) {
+        d.list.push(Diagnostic::file_level(
+            file,
+            format!("'{name}' is not a valid image name (the file name is the image name)"),
+            "rename the file to lower case letters, digits, '.', '_' and '-', starting with a \
+             letter or digit, like policies/nginx.yaml",
+        ));
+    }
+
+    let template = match raw.template {
+        None => {
+            d.error(
+                &root.key("template"),
+                "is missing",
+                "add 'template: debian.Dockerfile.hbs', a file name in templates/",
+            );
+            String::new()
+        }
+        Some(template) => {
+            let plain_file_name = !template.is_empty()
+                && !template.starts_with('.')
+                && !template.contains(['/', '\\'])
+                && !template.contains(char::is_whitespace);
+            if !plain_file_name {
+                d.error(
+                    &root.key("template"),
+                    format!("'{template}' is not a file name"),
+                    "name a file directly inside templates/, like debian.Dockerfile.hbs",
+                );
+            } else if !template.ends_with(".hbs") {
+                d.error(
+                    &root.key("template"),
+                    format!("'{template}' does not end in .hbs"),
+                    format!("templates are Handlebars files; did you mean '{template}.hbs'?"),
+                );
+            }
+            template
+        }
+    };
+
+    let suite = match raw.suite {
+        None => {
+            d.error(
+                &root.key("suite"),
+                "is missing",
+                "add the Debian release to build from, like 'suite: trixie'",
+            );
+            String::new()
+        }
+        Some(suite) => {
+            check_suite(&mut d, &root.key("suite"), &suite);
+            suite
+        }
+    };
+
+    let architecture = raw
+        .architecture
+        .unwrap_or_else(|| DEFAULT_ARCHITECTURE.to_string());
+    if !is_valid_arch(&architecture) {
+        d.error(
+            &root.key("architecture"),
+            format!("'{architecture}' is not a Debian architecture name"),
+            "use Debian's name, like amd64, arm64, armhf or ppc64el",
+        );
+    }
+
+    let packages = raw.packages.unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for (i, package) in packages.iter().enumerate() {
+        let field = root.key("packages").index(i);
+        if !is_valid_package_name(package) {
+            d.error(
+                &field,
+                format!(
+                    "'{package}' is not a valid Debian package name (lower case letters, \
+                     digits, + - .; at least 2 chars)"
+                ),
+                "write the binary package's name exactly as apt shows it, like nginx or \
+                 libssl3t64; versions are chosen by rebake, not written here",
+            );
+        } else if !seen.insert(package.as_str()) {
+            d.error(
+                &field,
+                format!("'{package}' is listed twice"),
+                "remove the repeated entry",
+            );
+        }
+    }
+
+    let vars = scalar_map(raw.vars.unwrap_or_default());
+    for (key, value) in &vars {
+        let field = root.key("vars").key(key);
+        if !is_env_var_name(key) {
+            d.error(
+                &field,
+                format!("'{key}' is not a valid variable name"),
+                "use letters, digits and '_', not starting with a digit, so templates can \
+                 write {{vars.name}}",
+            );
+        }
+        if value.contains(['\n', '\r', '\0']) {
+            d.error(
+                &field,
+                "contains a line break",
+                "template variables must be one line (a line break would add Dockerfile \
+                 instructions); put multi-line content in images/<name>/context/ and COPY it",
+            );
+        }
+    }
+
+    let updates = raw
+        .updates
+        .map(|u| {
+            let defaults = Updates::default();
+            Updates {
+                security: u.security.unwrap_or(defaults.security),
+                point_release: u.point_release.unwrap_or(defaults.point_release),
+                backports: u.backports.unwrap_or(defaults.backports),
+            }
+        })
+        .unwrap_or_default();
+    let mut tests = Vec::new();
+    let mut test_names = BTreeSet::new();
+    for (i, raw_test) in raw.tests.unwrap_or_default().into_iter().enumerate() {
+        let field = root.key("tests").index(i);
+        if let Some(test) = validate_test(&mut d, &field, raw_test) {
+            if !test_names.insert(test.name.clone()) {
+                d.error(
+                    &field.key("name"),
+                    format!("another test is also named '{}'", test.name),
+                    "give each test its own name; reports refer to tests by name",
+                );
+            }
+            tests.push(test);
+        }
+    }
+
+    let mut deploy = Vec::new();
+    for (i, raw_target) in raw.deploy.unwrap_or_default().into_iter().enumerate() {
+        if let Some(target) = validate_deploy(&mut d, &root.key("deploy").index(i), raw_target) {
+            deploy.push(target);
+        }
+    }
+
+    let review = raw
+        .review
+        .map(|r| validate_review(&mut d, &root.key("review"), r))
+        .unwrap_or_default();
+
+    let user = raw.user.map(|u| u.0);
+    if let Some(user) = &user {
+        if !is_valid_user_spec(user) {
+            d.error(
+                &root.key("user"),
+                format!("'{user}' is not a user name or id"),
+                "write a user like postgres, www-data or 1000, optionally with a group \
+                 (1000:1000)",
+            );
+        }
+    }
+
+    d.into_result(Policy {
+        name: name.to_string(),
+        file: file.to_path_buf(),
+        template,
+        suite,
+        architecture,
+        packages,
+        vars,
+        updates,
+        tests,
+        deploy,
+        review,
+        user,
+    })
+}
+
+fn check_suite(d: &mut Diagnostics, field: &FieldPath, suite: &str) {
+    const ALIASES: [&str; 5] = [
+        "stable",
+        "oldstable",
+        "oldoldstable",
+        "testing",
+        "experimental",
+    ];
+    if let Some(base) = ["-security", "-updates", "-backports", "-proposed-updates"]
+        .iter()
+        .find_map(|s| suite.strip_suffix(s))
+    {
+        d.error(
+            field,
+            format!("'{suite}' is a pocket, not a release"),
+            format!(
+                "write 'suite: {base}'; which of -security, -updates and -backports are used is \
+                 set by 'updates:'"
+            ),
+        );
+    } else if ALIASES.contains(&suite) {
+        d.error(
+            field,
+            format!("'{suite}' is an alias that moves to a new release when Debian releases one"),
+            "write the codename, like 'suite: trixie', so an image changes release only when \
+             someone decides it should",
+        );
+    } else if suite.is_empty()
+        || !suite.as_bytes()[0].is_ascii_lowercase()
+        || !suite
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        d.error(
+            field,
+            format!("'{suite}' is not a Debian release codename"),
+            "write a codename in lower case, like trixie or bookworm",
+        );
+    }
+}
+
+fn argv(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    raw: Vec<ScalarString>,
+    example: &str,
+) -> Option<Vec<String>> {
+    let argv: Vec<String> = raw.into_iter().map(|s| s.0).collect();
+    if argv.is_empty() || argv[0].trim().is_empty() {
+        d.error(
+            field,
+            "is an empty command",
+            format!("write the program and its arguments as a list, like {example}"),
+        );
+        return None;
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        d.error(
+            field,
+            "contains a NUL character",
+            "remove it; arguments are passed to execve",
+        );
+        return None;
+    }
+    Some(argv)
+}
+
+fn timeout(d: &mut Diagnostics, field: &FieldPath, value: Option<u64>, default: u64) -> u64 {
+    match value {
+        None => default,
+        Some(seconds) if (1..=MAX_TIMEOUT_SECONDS).contains(&seconds) => seconds,
+        Some(seconds) => {
+            d.error(
+                field,
+                format!("{seconds} is out of range"),
+                format!("give a number of seconds from 1 to {MAX_TIMEOUT_SECONDS}"),
+            );
+            default
+        }
+    }
+}
+
+fn validate_http(d: &mut Diagnostics, field: &FieldPath, raw: RawHttpCheck) -> Option<HttpCheck> {
+    let port = match raw.port {
+        Some(0) => {
+            d.error(
+                &field.key("port"),
+                "port 0 is not a port",
+                "give the port the service listens on inside the container, like 80",
+            );
+            None
+        }
+        Some(port) => Some(port),
+        None => {
+            d.error(
+                &field.key("port"),
+                "is missing",
+                "add 'port:', the port the service listens on inside the container, like 80",
+            );
+            None
+        }
+    };
+    let path = raw.path.unwrap_or_else(|| "/".to_string());
+    if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        d.error(
+            &field.key("path"),
+            format!("'{path}' is not a URL path"),
+            "write a path starting with '/', like /healthz (encode spaces as %20)",
+        );
+    }
+    let status = raw.status.unwrap_or(200);
+    if !(100..=599).contains(&status) {
+        d.error(
+            &field.key("status"),
+            format!("{status} is not an HTTP status code"),
+            "give the expected status, from 100 to 599, like 200",
+        );
+    }
+    Some(HttpCheck {
+        port: port?,
+        path,
+        status,
+        contains: raw.contains,
+    })
+}
+
+fn validate_test(d: &mut Diagnostics, field: &FieldPath, raw: RawTest) -> Option<ImageTest> {
+    let errors_before = d.list.len();
+    let name = match raw.name {
+        Some(name) if !name.trim().is_empty() && !name.contains(['\n', '\r']) => name,
+        Some(_) => {
+            d.error(
+                &field.key("name"),
+                "is empty or has a line break",
+                "give the test a short one-line name, like 'serves the index page'",
+            );
+            String::new()
+        }
+        None => {
+            d.error(
+                &field.key("name"),
+                "is missing",
+                "add 'name:', a short description shown in reports, like 'serves the index page'",
+            );
+            String::new()
+        }
+    };
+    let kinds: Vec<&str> = [
+        ("command", raw.command.is_some()),
+        ("http", raw.http.is_some()),
+        ("file", raw.file.is_some()),
+        ("user", raw.user.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(kind, _)| *kind)
+    .collect();
+    if kinds.len() != 1 {
+        let message = if kinds.is_empty() {
+            "says nothing to check".to_string()
+        } else {
+            format!("has more than one check: {}", kinds.join(", "))
+        };
+        d.error(
+            field,
+            message,
+            "give each test exactly one of command:, http:, file: or user: (split it into \
+             several tests)",
+        );
+        return None;
+    }
+    if raw.expect_stdout.is_some() && raw.command.is_none() {
+        d.error(
+            &field.key("expect_stdout"),
+            "only applies to command tests",
+            "remove it, or make this a command test",
+        );
+    }
+    let timeout_seconds = timeout(
+        d,
+        &field.key("timeout_seconds"),
+        raw.timeout_seconds,
+        DEFAULT_TEST_TIMEOUT_SECONDS,
+    );
+    let check = if let Some(command) = raw.command {
+        TestCheck::Command {
+            argv: argv(
+                d,
+                &field.key("command"),
+                command,
+                "[cat, /etc/debian_version]",
+            )?,
+            expect_stdout: raw.expect_stdout.map(|s| s.0),
+        }
+    } else if let Some(http) = raw.http {
+        TestCheck::Http(validate_http(d, &field.key("http"), http)?)
+    } else if let Some(file) = raw.file {
+        TestCheck::File(validate_file_check(d, &field.key("file"), file)?)
+    } else {
+        TestCheck::User {
+            allow_root: raw.user.and_then(|u| u.allow_root).unwrap_or(false),
+        }
+    };
+    (d.list.len() == errors_before).then_some(ImageTest {
+        name,
+        timeout_seconds,
+        check,
+    })
+}
+
+fn validate_file_check(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    raw: RawFileCheck,
+) -> Option<FileCheck> {
+    let path = match raw.path {
+        Some(path) if path.starts_with('/') && !path.contains(['\n', '\0']) => Some(path),
+        Some(path) => {
+            d.error(
+                &field.key("path"),
+                format!("'{path}' is not an absolute path"),
+                "write the file's absolute path in the image, like /etc/nginx/nginx.conf",
+            );
+            None
+        }
+        None => {
+            d.error(
+                &field.key("path"),
+                "is missing",
+                "add 'path:', the absolute path of the file in the image",
+            );
+            None
+        }
+    };
+    let mode = raw.mode.and_then(|mode| {
+        let text = mode.0;
+        let digits = text.strip_prefix("0o").unwrap_or(&text);
+        let valid =
+            (3..=5).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        match u32::from_str_radix(digits, 8) {
+            Ok(bits) if valid && bits <= 0o7777 => Some(bits),
+            _ => {
+                d.error(
+                    &field.key("mode"),
+                    format!("'{text}' is not an octal file mode"),
+                    "write the permission bits in octal, quoted, like \"0644\" or \"0755\"",
+                );
+                None
+            }
+        }
+    });
+    let owner = raw.owner.map(|o| o.0);
+    if let Some(owner) = &owner {
+        if !is_valid_user_spec(owner) {
+            d.error(
+                &field.key("owner"),
+                format!("'{owner}' is not a user or user:group"),
+                "write the owner like root, root:root or 0:0",
+            );
+        }
+    }
+    Some(FileCheck {
+        path: path?,
+        mode,
+        owner,
+    })
+}
+
+fn validate_deploy(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    raw: RawDeployTarget,
+) -> Option<DeployTarget> {
+    let kinds: Vec<&str> = [
+        ("docker", raw.docker.is_some()),
+        ("swarm", raw.swarm.is_some()),
+        ("manifests", raw.manifests.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(kind, _)| *kind)
+    .collect();
+    if kinds.len() != 1 {
+        let message = if kinds.is_empty() {
+            "names no target".to_string()
+        } else {
+            format!("has more than one kind of target: {}", kinds.join(", "))
+        };
+        d.error(
+            field,
+            message,
+            "give each deploy entry exactly one of docker:, swarm: or manifests: (use several \
+             entries for several targets)",
+        );
+        return None;
+    }
+    if let Some(docker) = raw.docker {
+        validate_docker(d, &field.key("docker"), docker).map(DeployTarget::Docker)
+    } else if let Some(swarm) = raw.swarm {
+        let field = field.key("swarm");
+        let host = swarm
+            .host
+            .filter(|h| check_engine_host(d, &field.key("host"), h));
+        match swarm.service {
+            Some(service) if is_valid_docker_name(&service) => {
+                Some(DeployTarget::Swarm(SwarmTarget { service, host }))
+            }
+            Some(service) => {
+                d.error(
+                    &field.key("service"),
+                    format!("'{service}' is not a valid service name"),
+                    "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+                );
+                None
+            }
+            None => {
+                d.error(
+                    &field.key("service"),
+                    "is missing",
+                    "add 'service:', the name of the Swarm service to update",
+                );
+                None
+            }
+        }
+    } else {
+        let manifests = raw.manifests.unwrap_or_default();
+        let field = field.key("manifests");
+        if manifests.is_empty() {
+            d.error(
+                &field,
+                "is empty",
+                "list the files whose image references rebake rewrites, like deploy/web.yaml",
+            );
+            return None;
+        }
+        let mut paths = Vec::new();
+        for (i, manifest) in manifests.iter().enumerate() {
+            let path = Path::new(manifest);
+            let inside_repo = !manifest.is_empty()
+                && path
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if inside_repo {
+                paths.push(path.to_path_buf());
+            } else {
+                d.error(
+                    &field.index(i),
+                    format!("'{manifest}' is not a path inside the repository"),
+                    "write a path relative to the repository root, without '..', like \
+                     deploy/web/compose.yaml",
+                );
+            }
+        }
+        (paths.len() == manifests.len()).then_some(DeployTarget::Manifests(paths))
+    }
+}
+
+fn check_engine_host(d: &mut Diagnostics, field: &FieldPath, host: &str) -> bool {
+    let ok = is_valid_engine_host(host);
+    if !ok {
+        d.error(
+            field,
+            format!("'{host}' is not a Docker engine address"),
+            ENGINE_HOST_HELP,
+        );
+    }
+    ok
+}
+
+fn validate_docker(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    raw: RawDockerTarget,
+) -> Option<DockerTarget> {
+    let errors_before = d.list.len();
+    let host = raw
+        .host
+        .filter(|h| check_engine_host(d, &field.key("host"), h));
+    let name = match raw.name {
+        Some(name) if is_valid_docker_name(&name) => name,
+        Some(name) => {
+            d.error(
+                &field.key("name"),
+                format!("'{name}' is not a valid container name"),
+                "use letters, digits, '_', '.' and '-', starting with a letter or digit, like \
+                 rebake-nginx",
+            );
+            String::new()
+        }
+        None => {
+            d.error(
+                &field.key("name"),
+                "is missing",
+                "add 'name:', the container's name, like rebake-nginx",
+            );
+            String::new()
+        }
+    };
+    let mut ports = Vec::new();
+    for (i, port) in raw.ports.unwrap_or_default().into_iter().enumerate() {
+        match parse_port_mapping(&port.0) {
+            Ok(mapping) => ports.push(mapping),
+            Err(problem) => d.error(
+                &field.key("ports").index(i),
+                format!("'{}' is not a port mapping: {problem}", port.0),
+                "write [ip:]host_port:container_port[/udp], quoted, like \"127.0.0.1:8080:80\"",
+            ),
+        }
+    }
+    let mut volumes = Vec::new();
+    for (i, volume) in raw.volumes.unwrap_or_default().iter().enumerate() {
+        match parse_volume(volume) {
+            Ok(mount) => volumes.push(mount),
+            Err(problem) => d.error(
+                &field.key("volumes").index(i),
+                format!("'{volume}' is not a volume: {problem}"),
+                "write /host/dir:/container/dir or volume-name:/container/dir, optionally \
+                 followed by :ro",
+            ),
+        }
+    }
+    let env = scalar_map(raw.env.unwrap_or_default());
+    for (key, value) in &env {
+        if !is_env_var_name(key) {
+            d.error(
+                &field.key("env").key(key),
+                format!("'{key}' is not an environment variable name"),
+                "use letters, digits and '_', not starting with a digit",
+            );
+        } else if value.contains('\0') {
+            d.error(
+                &field.key("env").key(key),
+                "contains a NUL character",
+                "remove it",
+            );
+        }
+    }
+    let networks = raw.networks.unwrap_or_default();
+    for (i, network) in networks.iter().enumerate() {
+        if !is_valid_docker_name(network) {
+            d.error(
+                &field.key("networks").index(i),
+                format!("'{network}' is not a valid network name"),
+                "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+            );
+        }
+    }
+    let restart = match raw.restart.as_deref() {
+        None => RestartPolicy::UnlessStopped,
+        Some(text) => parse_restart(text).unwrap_or_else(|| {
+            d.error(
+                &field.key("restart"),
+                format!("'{text}' is not a restart policy"),
+                "use no, always, unless-stopped, on-failure or on-failure:<max retries>",
+            );
+            RestartPolicy::UnlessStopped
+        }),
+    };
+    let labels = scalar_map(raw.labels.unwrap_or_default());
+    for (key, value) in &labels {
+        if key.trim().is_empty() || key.contains(char::is_whitespace) || value.contains('\0') {
+            d.error(
+                &field.key("labels").key(key),
+                "is not a valid label",
+                "use keys without spaces, like org.example.team: web",
+            );
+        }
+    }
+    let pre_deploy = raw.pre_deploy.and_then(|command| {
+        argv(
+            d,
+            &field.key("pre_deploy"),
+            command,
+            "[sh, -c, \"pg_dumpall > /backup/dump.sql\"]",
+        )
+    });
+    let health = raw.health.and_then(|health| {
+        let field = field.key("health");
+        let timeout_seconds = timeout(
+            d,
+            &field.key("timeout_seconds"),
+            health.timeout_seconds,
+            DEFAULT_HEALTH_TIMEOUT_SECONDS,
+        );
+        let probe = match (health.http, health.command) {
+            (Some(http), None) => HealthProbe::Http(validate_http(d, &field.key("http"), http)?),
+            (None, Some(command)) => {
+                HealthProbe::Command(argv(d, &field.key("command"), command, "[pg_isready]")?)
+            }
+            _ => {
+                d.error(
+                    &field,
+                    "needs exactly one of http: or command:",
+                    "add 'http: {port: 80}' or 'command: [pg_isready]', not both",
+                );
+                return None;
+            }
+        };
+        Some(HealthCheck {
+            probe,
+            timeout_seconds,
+        })
+    });
+    (d.list.len() == errors_before).then_some(DockerTarget {
+        host,
+        name,
+        ports,
+        volumes,
+        env,
+        networks,
+        restart,
+        labels,
+        pre_deploy,
+        health,
+    })
+}
+
+/// Parses Docker's `[ip:]host_port:container_port[/tcp|udp]`.
+pub fn parse_port_mapping(text: &str) -> Result<PortMapping, String> {
+    let (mapping, protocol) = match text.rsplit_once('/') {
+        Some((mapping, "tcp")) => (mapping, PortProtocol::Tcp),
+        Some((mapping, "udp")) => (mapping, PortProtocol::Udp),
+        Some((_, other)) => return Err(format!("unknown protocol '{other}'")),
+        None => (text, PortProtocol::Tcp),
+    };
+    let (host_ip, ports) = if let Some(rest) = mapping.strip_prefix('[') {
+        let (ip, ports) = rest
+            .split_once("]:")
+            .ok_or("an IPv6 address must be followed by ':port'")?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("'{ip}' is not an IP address"))?;
+        (Some(ip), ports)
+    } else {
+        match mapping.matches(':').count() {
+            1 => (None, mapping),
+            2 => {
+                let (ip, ports) = mapping.split_once(':').unwrap_or_default();
+                let ip: IpAddr = ip
+                    .parse()
+                    .map_err(|_| format!("'{ip}' is not an IP address"))?;
+                (Some(ip), ports)
+            }
+            0 => return Err("it needs both a host port and a container port".to_string()),
+            _ => return Err("too many ':'".to_string()),
+        }
+    };
+    let (host_port, container_port) = ports
+        .split_once(':')
+        .ok_or("it needs both a host port and a container port")?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))
+    };
+    Ok(PortMapping {
+        host_ip,
+        host_port: port(host_port)?,
+        container_port: port(container_port)?,
+        protocol,
+    })
+}
+
+/// Parses `source:target[:ro|:rw]`; a source starting with `/` is a host path.
+pub fn parse_volume(text: &str) -> Result<VolumeMount, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [source, target] => (*source, *target, false),
+        [source, target, "ro"] => (*source, *target, true),
+        [source, target, "rw"] => (*source, *target, false),
+        [_, _, option] => return Err(format!("unknown option '{option}' (use ro or rw)")),
+        _ => return Err("it needs a source and a target separated by ':'".to_string()),
+    };
+    let source = if source.starts_with('/') {
+        VolumeSource::HostPath(PathBuf::from(source))
+    } else if is_valid_docker_name(source) && source.len() >= 2 {
+        VolumeSource::Named(source.to_string())
+    } else {
+        return Err(format!(
+            "'{source}' is neither an absolute host path nor a volume name"
+        ));
+    };
+    if !target.starts_with('/') || target.contains('\0') {
+        return Err(format!("the target '{target}' is not an absolute path"));
+    }
+    Ok(VolumeMount {
+        source,
+        target: PathBuf::from(target),
+        read_only,
+    })
+}
+
+fn parse_restart(text: &str) -> Option<RestartPolicy> {
+    match text {
+        "no" => Some(RestartPolicy::No),
+        "always" => Some(RestartPolicy::Always),
+        "unless-stopped" => Some(RestartPolicy::UnlessStopped),
+        "on-failure" => Some(RestartPolicy::OnFailure { max_retries: None }),
+        other => {
+            let retries = other.strip_prefix("on-failure:")?.parse().ok()?;
+            Some(RestartPolicy::OnFailure {
+                max_retries: Some(retries),
+            })
+        }
+    }
+}
+
+fn validate_review(d: &mut Diagnostics, field: &FieldPath, raw: RawReview) -> Review {
+    let labels = raw.labels.unwrap_or_default();
+    for (i, label) in labels.iter().enumerate() {
+        if label.trim().is_empty() || label.contains(['\n', '\r']) || label.chars().count() > 50 {
+            d.error(
+                &field.key("labels").index(i),
+                "is not a usable label",
+                "labels are one line of at most 50 characters, like security",
+            );
+        }
+    }
+    let login_ok = |login: &str| {
+        !login.is_empty()
+            && login.len() <= 39
+            && login
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    let reviewers = raw.reviewers.unwrap_or_default();
+    for (i, reviewer) in reviewers.iter().enumerate() {
+        let valid = match reviewer.split_once('/') {
+            Some((org, team)) => login_ok(org) && login_ok(team),
+            None => login_ok(reviewer),
+        };
+        if !valid {
+            d.error(
+                &field.key("reviewers").index(i),
+                format!("'{reviewer}' is not a user login or org/team"),
+                "write a login like alice, or a team like ops/web",
+            );
+        }
+    }
+    let assignees = raw.assignees.unwrap_or_default();
+    for (i, assignee) in assignees.iter().enumerate() {
+        if !login_ok(assignee) {
+            d.error(
+                &field.key("assignees").index(i),
+                format!("'{assignee}' is not a user login"),
+                "write a login like alice",
+            );
+        }
+    }
+    let max_open = raw.max_open.unwrap_or(DEFAULT_MAX_OPEN);
+    if max_open == 0 {
+        d.error(
+            &field.key("max_open"),
+            "0 would never open a pull request",
+            "give at least 1",
+        );
+    }
+    Review {
+        labels,
+        reviewers,
+        assignees,
+        automerge: raw.automerge.unwrap_or(false),
+        max_open,
+    }
+}
+
+/// Checks that need the repository: the template and the manifests exist.
+fn check_against_repo(policy: &Policy, repo_dir: &Path, source: &str) -> Vec<Diagnostic> {
+    let mut d = Diagnostics::new(&policy.file, source);
+    let root = FieldPath::root();
+    let template_path = repo_dir.join(TEMPLATES_DIR).join(&policy.template);
+    if !template_path.is_file() {
+        let available = list_templates(repo_dir);
+        let help = if available.is_empty() {
+            format!(
+                "create {TEMPLATES_DIR}/{} (there are no templates yet)",
+                policy.template
+            )
+        } else {
+            format!(
+                "create {TEMPLATES_DIR}/{} or use one of: {}",
+                policy.template,
+                available.join(", ")
+            )
+        };
+        d.error(
+            &root.key("template"),
+            format!(
+                "template '{}' does not exist in {TEMPLATES_DIR}/",
+                policy.template
+            ),
+            help,
+        );
+    }
+    for (i, target) in policy.deploy.iter().enumerate() {
+        if let DeployTarget::Manifests(paths) = target {
+            for (j, path) in paths.iter().enumerate() {
+                if !repo_dir.join(path).is_file() {
+                    d.error(
+                        &root.key("deploy").index(i).key("manifests").index(j),
+                        format!("'{}' does not exist in the repository", path.display()),
+                        "fix the path (relative to the repository root) or add the file",
+                    );
+                }
+            }
+        }
+    }
+    d.list
+}
+
+/// Two images must not deploy to the same container or service.
+fn check_deploy_conflicts(repo_dir: &Path, policies: &[Policy]) -> Vec<Diagnostic> {
+    let mut owners: BTreeMap<(String, Option<String>, String), &str> = BTreeMap::new();
+    let mut diagnostics = Vec::new();
+    for policy in policies {
+        for (i, target) in policy.deploy.iter().enumerate() {
+            let (kind, host, name, key) = match target {
+                DeployTarget::Docker(t) => ("container", &t.host, &t.name, "name"),
+                DeployTarget::Swarm(t) => ("service", &t.host, &t.service, "service"),
+                DeployTarget::Manifests(_) => continue,
+            };
+            let id = (kind.to_string(), host.clone(), name.clone());
+            match owners.get(&id) {
+                Some(other) if *other != policy.name => {
+                    let source =
+                        std::fs::read_to_string(repo_dir.join(&policy.file)).unwrap_or_default();
+                    let mut d = Diagnostics::new(&policy.file, &source);
+                    let section = if kind == "container" {
+                        "docker"
+                    } else {
+                        "swarm"
+                    };
+                    d.error(
+                        &FieldPath::root()
+                            .key("deploy")
+                            .index(i)
+                            .key(section)
+                            .key(key),
+                        format!("policy '{other}' also deploys to the {kind} '{name}'"),
+                        "give each image its own container or service name",
+                    );
+                    diagnostics.append(&mut d.list);
+                }
+                _ => {
+                    owners.insert(id, &policy.name);
+                }
+            }
+        }
+    }
+    diagnostics
+}
+
+/// File names of the templates in a repository, sorted.
+pub fn list_templates(repo_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo_dir.join(TEMPLATES_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".hbs") && !name.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------------------------------------
+// Templates
+// ---------------------------------------------------------------------------------------------
+
+/// Everything a template can use. Rendering is strict: using anything else is an error.
+///
+/// ```text
+/// {{base_image}}        image id of the from-scratch Debian base
+/// {{policy_name}}       the image name        {{template_name}}  the template's file name
+/// {{suite}} {{architecture}} {{user}} (null when the policy sets none: use {{#if user}})
+/// {{#each packages}}{{name}}={{version}}{{/each}}   the policy's packages, pinned
+/// {{vars.xxx}}          the policy's vars
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateData {
+    pub base_image: String,
+    pub policy_name: String,
+    pub template_name: String,
+    pub suite: String,
+    pub architecture: String,
+    pub packages: Vec<PinnedPackage>,
+    pub vars: BTreeMap<String, String>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinnedPackage {
+    pub name: String,
+    pub version: String,
+}
+
+impl TemplateData {
+    pub fn new(policy: &Policy, base_image: &str, packages: Vec<PinnedPackage>) -> Self {
+        TemplateData {
+            base_image: base_image.to_string(),
+            policy_name: policy.name.clone(),
+            template_name: policy.template.clone(),
+            suite: policy.suite.clone(),
+            architecture: policy.architecture.clone(),
+            packages,
+            vars: policy.vars.clone(),
+            user: policy.user.clone(),
+        }
+    }
+}
+
+/// A Handlebars registry with every `templates/*.hbs` of a repository, registered under its
+/// file name: strict mode (a missing value is an error), and no HTML escaping (the output is
+/// a Dockerfile). Reports every template that does not compile, with its line.
+pub fn template_registry(repo_dir: &Path) -> Result<Handlebars<'static>, Vec<Diagnostic>> {
+    let (registry, diagnostics) = template_registry_partially(repo_dir);
+    if diagnostics.is_empty() {
+        Ok(registry)
+    } else {
+        Err(diagnostics)
+    }
+}
+
+/// The registry of the templates that compile, and the problems with the others.
+pub(crate) fn template_registry_partially(
+    repo_dir: &Path,
+) -> (Handlebars<'static>, Vec<Diagnostic>) {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(handlebars::no_escape);
+    let mut diagnostics = Vec::new();
+    for name in list_templates(repo_dir) {
+        let shown_as = Path::new(TEMPLATES_DIR).join(&name);
+        let text = match std::fs::read_to_string(repo_dir.join(&shown_as)) {
+            Ok(text) => text,
+            Err(e) => {
+                diagnostics.push(Diagnostic::file_level(
+                    &shown_as,
+                    format!("cannot read the template: {e}"),
+                    "check that the file is readable UTF-8 text",
+                ));
+                continue;
+            }
+        };
+        if let Err(e) = registry.register_template_string(&name, &text) {
+            diagnostics.push(template_error_diagnostic(&shown_as, &e));
+        }
+    }
+    (registry, diagnostics)
+}
+
+fn template_error_diagnostic(file: &Path, error: &handlebars::TemplateError) -> Diagnostic {
+    let (line, column) = match error.pos() {
+        Some((line, column)) => (line, Some(column)),
+        None => (0, None),
+    };
+    Diagnostic {
+        file: file.to_path_buf(),
+        line,
+        column,
+        field: String::new(),
+        message: format!("Handlebars syntax error: {}", error.reason()),
+        help: "check that every {{#block}} is closed by a matching {{/block}} and every {{ by }}; \
+               write a literal {{ as \\{{"
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, Vec<Diagnostic>> {
+        parse_policy("web", Path::new("policies/web.yaml"), text)
+    }
+
+    #[test]
+    fn minimal_policy_gets_defaults() {
+        let policy = parse("template: debian.Dockerfile.hbs\nsuite: trixie\n").unwrap();
+        assert_eq!(policy.architecture, "amd64");
+        assert_eq!(policy.updates, Updates::default());
+        assert_eq!(policy.review.max_open, 10);
+        assert!(policy.packages.is_empty());
+    }
+
+    #[test]
+    fn full_policy() {
+        let text = r#"
+template: nginx.Dockerfile.hbs
+suite: trixie
+packages: [nginx, ca-certificates]
+vars:
+  workers: 4
+  page_title: Hello
+tests:
+  - name: serves
+    http: {port: 80, contains: Hello}
+  - name: version
+    command: [nginx, -v]
+    timeout_seconds: 5
+  - name: config
+    file: {path: /etc/nginx/nginx.conf, mode: "0644", owner: root}
+  - name: root
+    user: {allow_root: true}
+deploy:
+  - docker:
+      name: rebake-nginx
+      ports: ["127.0.0.1:8080:80", "[::1]:8443:443/tcp", 9000:9000/udp]
+      volumes: [/srv/www:/var/www/html:ro, logs:/var/log/nginx]
+      env: {TZ: UTC, PORT: 80}
+      restart: on-failure:3
+      health:
+        http: {port: 80}
+  - swarm: {service: web}
+  - manifests: [deploy/web.yaml]
+review:
+  labels: [security]
+  reviewers: [alice, ops/web]
+  automerge: true
+"#;
+        let policy = parse(text).unwrap();
+        assert_eq!(policy.vars["workers"], "4");
+        assert_eq!(policy.tests.len(), 4);
+        assert_eq!(
+            policy.tests[2].check,
+            TestCheck::File(FileCheck {
+                path: "/etc/nginx/nginx.conf".into(),
+                mode: Some(0o644),
+                owner: Some("root".into())
+            })
+        );
+        let DeployTarget::Docker(docker) = &policy.deploy[0] else {
+            panic!("docker target expected")
+        };
+        assert_eq!(docker.ports[0].to_string(), "127.0.0.1:8080:80/tcp");
+        assert_eq!(docker.ports[1].to_string(), "[::1]:8443:443/tcp");
+        assert_eq!(docker.ports[2].protocol, PortProtocol::Udp);
+        assert!(docker.volumes[0].read_only);
+        assert_eq!(docker.volumes[1].source, VolumeSource::Named("logs".into()));
+        assert_eq!(docker.restart.to_string(), "on-failure:3");
+        assert_eq!(docker.env["PORT"], "80");
+        assert!(policy.review.automerge);
+    }
+
+    #[test]
+    fn reports_all_problems_with_lines() {
+        let text = "\
+template: web.Dockerfile
+suite: trixie-security
+packages:
+  - nginx
+  - Nginx
+vars:
+  1bad: x
+tests:
+  - name: both
+    command: [true]
+    http: {port: 80}
+  - command: [true]
+deploy:
+  - docker:
+      name: web
+      ports: [\"80\"]
+";
+        let errors = parse(text).unwrap_err();
+        let found: Vec<(String, usize)> =
+            errors.iter().map(|e| (e.field.clone(), e.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("template".to_string(), 1),
+                ("suite".to_string(), 2),
+                ("packages[1]".to_string(), 5),
+                ("vars.1bad".to_string(), 7),
+                ("tests[0]".to_string(), 9),
+                ("tests[1].name".to_string(), 12),
+                ("deploy[0].docker.ports[0]".to_string(), 16),
+            ]
+        );
+        let shown = errors[2].to_string();
+        assert!(
+            shown.starts_with(
+                "policies/web.yaml:5:5: field 'packages[1]': 'Nginx' is not a valid Debian package name"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("\n  help: "), "{shown}");
+    }
+
+    #[test]
+    fn unknown_field_from_serde() {
+        let text = "template: a.hbs\nsuite: trixie\ntests:\n  - name: x\n    htttp: {port: 80}\n";
+        let errors = parse(text).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "tests[0].htttp");
+        assert_eq!(errors[0].line, 5);
+        assert!(errors[0].help.contains("http"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn unquoted_modes_and_ports() {
+        let text = "template: a.hbs\nsuite: trixie\ntests:\n  - name: x\n    file: {path: /x, mode: 0644}\ndeploy:\n  - docker:\n      name: web\n      ports:\n        - 8080:80\n";
+        let policy = parse(text).unwrap();
+        let TestCheck::File(file) = &policy.tests[0].check else {
+            panic!()
+        };
+        assert_eq!(file.mode, Some(0o644));
+    }
+
+    #[test]
+    fn port_and_volume_syntax() {
+        assert!(parse_port_mapping("80").is_err());
+        assert!(parse_port_mapping("0:80").is_err());
+        assert!(parse_port_mapping("8080:80/sctp").is_err());
+        assert!(parse_port_mapping("localhost:8080:80").is_err());
+        assert!(parse_volume("data:/var/lib/postgresql").is_ok());
+        assert!(parse_volume("rel/dir:/x").is_err());
+        assert!(parse_volume("/a:b").is_err());
+        assert!(parse_volume("/a:/b:z").is_err());
+    }
+
+    #[test]
+    fn user_specs() {
+        for ok in [
+            "root",
+            "postgres",
+            "www-data",
+            "1000",
+            "1000:1000",
+            "app:app",
+            "_apt",
+        ] {
+            assert!(is_valid_user_spec(ok), "{ok}");
+        }
+        for bad in ["", "Root", "a b", "x;id", "1000:", ":1000", "99999999999"] {
+            assert!(!is_valid_user_spec(bad), "{bad}");
+        }
+    }
+}

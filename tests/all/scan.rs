@@ -1,0 +1,650 @@
+//! `rebake scan` as a user runs it: against a real signed archive served on 127.0.0.1,
+//! checking what it prints, its exit code, and what it refuses.
+
+use crate::support::{dpkg_status, AptSandbox, Pkg, StatusEntry, TestArchive, TestServer};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A served archive with a typical trixie image's packages, an inventory and a state dir.
+struct Scenario {
+    archive: TestArchive,
+    server: TestServer,
+    sources: PathBuf,
+    status: PathBuf,
+    state: tempfile::TempDir,
+}
+
+const SEC: &str = "debian-security";
+
+fn typical_archive() -> TestArchive {
+    let mut a = TestArchive::new();
+    for p in [
+        Pkg::new("base-files", "13.8+deb13u1", "amd64"),
+        Pkg::new("libssl3t64", "3.5.1-1", "amd64").source("openssl"),
+        Pkg::new("openssl", "3.5.1-1", "amd64"),
+        Pkg::new("tzdata", "2025a-1", "all"),
+        Pkg::new("zlib1g", "1:1.3.dfsg+really1.3.1-1+b1", "amd64")
+            .source("zlib (1:1.3.dfsg+really1.3.1-1)"),
+        Pkg::new("old-tool", "1.0-1", "amd64"),
+    ] {
+        a.add("debian", "trixie", p);
+    }
+    // A security fix for openssl (two binaries), a point-release change for tzdata.
+    a.add(
+        "debian",
+        "trixie-updates",
+        Pkg::new("tzdata", "2025b-0+deb13u1", "all"),
+    );
+    for p in [
+        Pkg::new("libssl3t64", "3.5.4-1~deb13u1", "amd64").source("openssl"),
+        Pkg::new("openssl", "3.5.4-1~deb13u1", "amd64"),
+        // An older security version listed too: the highest wins.
+        Pkg::new("openssl", "3.5.1-1+deb13u1", "amd64"),
+        Pkg::new("old-tool", "1.0-1+deb13u1", "amd64"),
+    ] {
+        a.add(SEC, "trixie-security", p);
+    }
+    a.publish();
+    a
+}
+
+fn typical_status() -> String {
+    dpkg_status(&[
+        StatusEntry::new("base-files", "13.8+deb13u1", "amd64"),
+        StatusEntry::new("libssl3t64", "3.5.1-1", "amd64").source("openssl"),
+        StatusEntry::new("openssl", "3.5.1-1", "amd64"),
+        StatusEntry::new("tzdata", "2025a-1", "all"),
+        StatusEntry::new("zlib1g", "1:1.3.dfsg+really1.3.1-1+b1", "amd64")
+            .source("zlib (1:1.3.dfsg+really1.3.1-1)"),
+        // Removed, configuration left behind: not installed, so not a finding.
+        StatusEntry::new("old-tool", "1.0-1", "amd64").config_files(),
+    ])
+}
+
+impl Scenario {
+    fn new(archive: TestArchive, status: &str) -> Scenario {
+        let server = TestServer::start(archive.dir());
+        let sources = archive.write_sources(&server.url());
+        let state = tempfile::tempdir().unwrap();
+        let status_path = state.path().join("status");
+        std::fs::write(&status_path, status).unwrap();
+        Scenario {
+            archive,
+            server,
+            sources,
+            status: status_path,
+            state,
+        }
+    }
+
+    fn typical() -> Scenario {
+        Scenario::new(typical_archive(), &typical_status())
+    }
+
+    fn scan(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "scan".to_string(),
+            "--sources".into(),
+            self.sources.display().to_string(),
+            "--dpkg-status".into(),
+            self.status.display().to_string(),
+            "--suite".into(),
+            "trixie".into(),
+            "--arch".into(),
+            "amd64".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        rebake(self.state.path(), &args)
+    }
+
+    fn scan_json(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["--format", "json"];
+        args.extend_from_slice(extra);
+        let out = self.scan(&args);
+        assert_success(&out);
+        let report: Value =
+            serde_json::from_slice(&out.stdout).expect("scan --format json prints JSON");
+        assert_matches_schema(&report);
+        report
+    }
+}
+
+/// Runs the real binary in a scratch repository with its own state directory.
+pub fn rebake(state: &Path, args: &[String]) -> Output {
+    let repo = state.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_rebake"))
+        .args(args)
+        .arg("--repo")
+        .arg(&repo)
+        .env("REBAKE_STATE_DIR", state.join("state"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rebake")
+}
+
+/// The JSON report is what docs/scan-report.schema.json documents.
+fn assert_matches_schema(report: &Value) {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/scan-report.schema.json"))
+        .expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match its schema: {errors:#?}"
+    );
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "rebake failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The scan could not run: exit 1 and one line naming the cause.
+fn assert_refused(out: &Output, expect: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "expected failure, got: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line of cause: {err}"
+    );
+    for e in expect {
+        assert!(err.contains(e), "error should mention {e:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn finding<'a>(report: &'a Value, package: &str) -> Option<&'a Value> {
+    report["images"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["package"] == package)
+}
+
+#[test]
+fn finds_security_and_point_release_updates() {
+    let s = Scenario::typical();
+    let r = s.scan_json(&[]);
+    assert_eq!(r["schema"], "rebake.scan/v1");
+    let findings = r["images"][0]["findings"].as_array().unwrap();
+    let mut names: Vec<&str> = findings
+        .iter()
+        .map(|f| f["package"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["libssl3t64", "openssl", "tzdata"], "{r:#}");
+
+    let ssl = finding(&r, "libssl3t64").unwrap();
+    assert_eq!(ssl["source"], "openssl");
+    assert_eq!(ssl["installed"], "3.5.1-1");
+    assert_eq!(ssl["candidate"], "3.5.4-1~deb13u1");
+    assert_eq!(ssl["suite"], "trixie-security");
+    assert_eq!(ssl["security"], true);
+    assert!(
+        ssl["cves"].as_array().unwrap().is_empty(),
+        "no tracker, no CVEs"
+    );
+
+    let tz = finding(&r, "tzdata").unwrap();
+    assert_eq!(tz["candidate"], "2025b-0+deb13u1");
+    assert_eq!(tz["suite"], "trixie-updates");
+    assert_eq!(tz["security"], false);
+
+    // Grouped by source package: one row for openssl with both binaries.
+    let sources = r["images"][0]["sources"].as_array().unwrap();
+    let openssl = sources.iter().find(|g| g["source"] == "openssl").unwrap();
+    assert_eq!(
+        openssl["binaries"],
+        serde_json::json!(["libssl3t64", "openssl"])
+    );
+    // Every verified suite is named with its InRelease hash and date.
+    let archive = r["archive"].as_array().unwrap();
+    assert_eq!(archive.len(), 3);
+    assert!(archive
+        .iter()
+        .all(|a| a["inrelease_sha256"].as_str().unwrap().len() == 64));
+}
+
+#[test]
+fn human_table_and_fail_on_updates() {
+    let s = Scenario::typical();
+    let out = s.scan(&[]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 source package(s) with updates, 1 security"),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("openssl"))
+        .unwrap();
+    for w in [
+        "3.5.1-1",
+        "3.5.4-1~deb13u1",
+        "trixie-security",
+        "security",
+        "libssl3t64, openssl",
+    ] {
+        assert!(row.contains(w), "{row}");
+    }
+    assert_eq!(s.scan(&["--fail-on-updates"]).status.code(), Some(3));
+
+    // Without updates, --fail-on-updates passes.
+    std::fs::write(
+        &s.status,
+        dpkg_status(&[StatusEntry::new("base-files", "13.8+deb13u1", "amd64")]),
+    )
+    .unwrap();
+    let out = s.scan(&["--fail-on-updates"]);
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date (1 packages checked)"));
+}
+
+#[test]
+fn security_tracker_names_cves_and_advisories() {
+    let s = Scenario::typical();
+    let tracker = s.state.path().join("tracker.json");
+    std::fs::write(
+        &tracker,
+        r#"{"openssl": {
+            "CVE-2025-9230": {"releases": {"trixie": {"status": "resolved", "fixed_version": "3.5.4-1~deb13u1", "urgency": "medium"}}},
+            "CVE-2025-9231": {"releases": {"trixie": {"status": "resolved", "fixed_version": "3.5.4-1~deb13u1", "urgency": "not yet assigned", "nodsa": "Minor issue", "nodsa_reason": "postponed"}}},
+            "CVE-2024-1": {"releases": {"trixie": {"status": "resolved", "fixed_version": "3.0.0-1", "urgency": "low"}}},
+            "CVE-2025-7777": {"releases": {"trixie": {"status": "open", "urgency": "low"}}}
+        }}"#,
+    )
+    .unwrap();
+    let dsa = s.state.path().join("DSA-list");
+    std::fs::write(
+        &dsa,
+        "[30 Sep 2025] DSA-6015-1 openssl - security update\n\t{CVE-2025-9230 CVE-2025-9231}\n\t[trixie] - openssl 3.5.4-1~deb13u1\n",
+    )
+    .unwrap();
+    let r = s.scan_json(&[
+        "--security-tracker",
+        tracker.to_str().unwrap(),
+        "--advisories",
+        dsa.to_str().unwrap(),
+    ]);
+    let ssl = finding(&r, "openssl").unwrap();
+    assert_eq!(
+        ssl["cves"],
+        serde_json::json!(["CVE-2025-9230", "CVE-2025-9231"])
+    );
+    assert_eq!(ssl["advisories"], serde_json::json!(["DSA-6015-1"]));
+    let group = &r["images"][0]["sources"][0];
+    assert_eq!(group["cves"][0]["urgency"], "medium");
+    assert_eq!(group["cves"][1]["note"], "postponed");
+    let out = s.scan(&["--security-tracker", tracker.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CVE-2025-9230 (medium)"), "{text}");
+    assert!(text.contains("CVE-2025-9231 (postponed)"), "{text}");
+}
+
+/// rebake's candidate is apt's: same archive, same status, apt's own answer.
+#[test]
+fn candidates_agree_with_apt() {
+    let mut a = typical_archive();
+    // Backports: NotAutomatic; only upgrades what came from it, when it allows upgrades.
+    a.add(
+        "debian",
+        "trixie-backports",
+        Pkg::new("curl", "8.14.1-2~bpo13+1", "amd64"),
+    );
+    a.add(
+        "debian",
+        "trixie-backports",
+        Pkg::new("curl", "8.15.0-1~bpo13+1", "amd64"),
+    );
+    a.add(
+        "debian",
+        "trixie-backports",
+        Pkg::new("base-files", "14", "amd64"),
+    );
+    a.add(
+        "debian",
+        "trixie-backports",
+        Pkg::new("git", "1:2.50.0-1~bpo13+1", "amd64"),
+    );
+    a.add(
+        "debian",
+        "trixie-backports",
+        Pkg::new("git", "1:2.51.0-1~bpo13+1", "amd64"),
+    );
+    a.set_release("debian", "trixie-backports", "NotAutomatic", "yes");
+    a.set_release("debian", "trixie-backports", "ButAutomaticUpgrades", "yes");
+    a.add(
+        "debian",
+        "trixie-updates",
+        Pkg::new("vim-tiny", "2:9.1.0-1", "amd64"),
+    );
+    a.add(
+        "debian",
+        "trixie-backports",
+        Pkg::new("vim-tiny", "2:9.2.0-1~bpo13+1", "amd64"),
+    );
+    a.add("debian", "trixie", Pkg::new("curl", "8.14.1-2", "amd64"));
+    a.add("debian", "trixie", Pkg::new("git", "1:2.47.2-0.1", "amd64"));
+    a.add(
+        "debian",
+        "trixie",
+        Pkg::new("vim-tiny", "2:9.1.0-0", "amd64"),
+    );
+    // Arch all in the index, installed as amd64 earlier (and the reverse).
+    a.add(
+        SEC,
+        "trixie-security",
+        Pkg::new("python3-x", "2.0-1", "all"),
+    );
+    a.add("debian", "trixie", Pkg::new("python3-x", "1.0-1", "amd64"));
+    // A version only in the archive below the installed one: no downgrade.
+    a.add(
+        "debian",
+        "trixie",
+        Pkg::new("newer-local", "1.0-1", "amd64"),
+    );
+    a.publish();
+    let status = dpkg_status(&[
+        StatusEntry::new("base-files", "13.8+deb13u1", "amd64"),
+        StatusEntry::new("libssl3t64", "3.5.1-1", "amd64").source("openssl"),
+        StatusEntry::new("openssl", "3.5.1-1", "amd64"),
+        StatusEntry::new("tzdata", "2025a-1", "all"),
+        StatusEntry::new("curl", "8.14.1-2", "amd64"),
+        StatusEntry::new("git", "1:2.50.0-1~bpo13+1", "amd64"),
+        StatusEntry::new("vim-tiny", "2:9.1.0-0", "amd64"),
+        StatusEntry::new("python3-x", "1.0-1", "amd64"),
+        StatusEntry::new("newer-local", "2.0-1", "amd64"),
+        StatusEntry::new("old-tool", "1.0-1", "amd64").config_files(),
+    ]);
+    let s = Scenario::new(a, &status);
+    // The sources with the backports suite added, for rebake and apt alike.
+    let text = std::fs::read_to_string(&s.sources).unwrap().replace(
+        "Suites: trixie trixie-updates",
+        "Suites: trixie trixie-updates trixie-backports",
+    );
+    assert!(text.contains("trixie-backports"), "{text}");
+    std::fs::write(&s.sources, &text).unwrap();
+
+    let r = s.scan_json(&[]);
+    let apt = AptSandbox::new(&s.sources, &status);
+    let names = [
+        "base-files",
+        "libssl3t64",
+        "openssl",
+        "tzdata",
+        "curl",
+        "git",
+        "vim-tiny",
+        "python3-x",
+        "newer-local",
+    ];
+    let theirs = apt.candidates(&names);
+    let installed: std::collections::HashMap<&str, String> = rebake::debian::status::parse(&status)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            (
+                names.iter().find(|n| **n == p.name).copied().unwrap_or("?"),
+                p.version,
+            )
+        })
+        .collect();
+    for n in names {
+        let ours = finding(&r, n)
+            .map(|f| f["candidate"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| installed[n].clone());
+        assert_eq!(
+            Some(ours.clone()),
+            theirs[n],
+            "candidate of {n}: rebake says {ours}, apt says {:?}",
+            theirs[n]
+        );
+    }
+    // And the interesting ones are what we think they are.
+    assert_eq!(
+        finding(&r, "git").unwrap()["candidate"],
+        "1:2.51.0-1~bpo13+1"
+    );
+    assert!(
+        finding(&r, "curl").is_none(),
+        "backports must not upgrade main's curl"
+    );
+    assert!(finding(&r, "base-files").is_none());
+    assert_eq!(finding(&r, "python3-x").unwrap()["candidate"], "2.0-1");
+    assert!(finding(&r, "newer-local").is_none());
+}
+
+#[test]
+fn unchanged_archive_downloads_no_index_again() {
+    let s = Scenario::typical();
+    s.scan_json(&[]);
+    assert!(
+        s.server.count("binary-amd64/") >= 3,
+        "first scan fetches the indices"
+    );
+    s.server.clear_log();
+    let second = s.scan_json(&[]);
+    let reqs = s.server.requests();
+    assert_eq!(reqs.len(), 3, "one request per suite: {reqs:#?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.path.ends_with("/InRelease") && r.status == 304),
+        "{reqs:#?}"
+    );
+    assert_eq!(second["images"][0]["findings"].as_array().unwrap().len(), 3);
+
+    // A change in one suite: only that suite's index is fetched again.
+    let mut s = s;
+    s.archive.add(
+        SEC,
+        "trixie-security",
+        Pkg::new("base-files", "13.8+deb13u2", "amd64"),
+    );
+    s.archive.publish();
+    s.server.clear_log();
+    let third = s.scan_json(&[]);
+    assert_eq!(
+        s.server.count("binary-amd64/"),
+        1,
+        "{:#?}",
+        s.server.requests()
+    );
+    assert!(finding(&third, "base-files").is_some());
+}
+
+#[test]
+fn inrelease_altered_after_signing_is_refused() {
+    let s = Scenario::typical();
+    s.archive.tamper_inrelease(SEC, "trixie-security");
+    let err = assert_refused(
+        &s.scan(&[]),
+        &["bad OpenPGP signature", "trixie-security/InRelease"],
+    );
+    assert!(!err.contains("Packages"), "{err}");
+}
+
+#[test]
+fn inrelease_signed_by_a_key_not_in_the_keyring_is_refused() {
+    let s = Scenario::typical();
+    s.archive.sign_with_other_key("debian", "trixie-updates");
+    assert_refused(
+        &s.scan(&[]),
+        &[
+            "trixie-updates/InRelease",
+            "not in the keyring",
+            &s.archive.keyring().display().to_string(),
+        ],
+    );
+}
+
+#[test]
+fn armored_keyring_and_one_good_signature_of_two_are_accepted() {
+    let s = Scenario::typical();
+    let text = std::fs::read_to_string(&s.sources).unwrap().replace(
+        &s.archive.keyring().display().to_string(),
+        &s.archive.keyring_asc().display().to_string(),
+    );
+    std::fs::write(&s.sources, text).unwrap();
+    s.archive.sign_with_both_keys("debian", "trixie");
+    assert_eq!(
+        s.scan_json(&[])["images"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn packages_not_matching_inrelease_is_refused() {
+    let s = Scenario::typical();
+    s.archive.corrupt_packages("debian", "trixie");
+    assert_refused(
+        &s.scan(&[]),
+        &["does not match the verified Release", "binary-amd64"],
+    );
+}
+
+#[test]
+fn expired_valid_until_is_refused() {
+    let mut s = Scenario::typical();
+    s.archive.expire(SEC, "trixie-security");
+    s.archive.publish();
+    assert_refused(&s.scan(&[]), &["expired", "Valid-Until", "trixie-security"]);
+}
+
+#[test]
+fn date_older_than_last_seen_is_refused() {
+    let mut s = Scenario::typical();
+    s.scan_json(&[]);
+    s.archive
+        .backdate("debian", "trixie", chrono::Duration::days(2));
+    s.archive.publish();
+    assert_refused(
+        &s.scan(&[]),
+        &["older than one already seen", "replay or rollback"],
+    );
+    // A fresh state directory has seen nothing yet, so the same archive is accepted.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec![
+        "scan".into(),
+        "--sources".into(),
+        s.sources.display().to_string(),
+    ];
+    args.extend(
+        [
+            "--dpkg-status",
+            s.status.to_str().unwrap(),
+            "--suite",
+            "trixie",
+        ]
+        .iter()
+        .map(|x| x.to_string()),
+    );
+    assert_success(&rebake(fresh.path(), &args));
+}
+
+#[test]
+fn malformed_status_names_file_and_line() {
+    let s = Scenario::new(
+        typical_archive(),
+        "Package: aa\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n\nPackage: bb\nStatus: install ok\nVersion: 1\nArchitecture: amd64\n",
+    );
+    let err = assert_refused(&s.scan(&[]), &["status:7", "three words"]);
+    assert!(err.contains(&s.status.display().to_string()), "{err}");
+    assert_eq!(
+        s.server.requests().len(),
+        0,
+        "nothing fetched for bad input"
+    );
+}
+
+#[test]
+fn malformed_packages_names_url_and_line() {
+    let mut a = typical_archive();
+    // A stanza without Version: signed and hashed correctly, but not a valid index.
+    a.add(
+        "debian",
+        "trixie",
+        Pkg::new("broken", "1.0", "amd64").field("Version", ""),
+    );
+    a.publish();
+    let s = Scenario::new(a, &typical_status());
+    assert_refused(
+        &s.scan(&[]),
+        &["dists/trixie/main/binary-amd64/Packages", "line"],
+    );
+}
+
+#[test]
+fn unreachable_mirror_is_a_one_line_error() {
+    let s = Scenario::typical();
+    let text = std::fs::read_to_string(&s.sources)
+        .unwrap()
+        .replace(&s.server.url(), "http://127.0.0.1:9");
+    std::fs::write(&s.sources, text).unwrap();
+    assert_refused(&s.scan(&[]), &["cannot fetch http://127.0.0.1:9/"]);
+}
+
+/// The real Debian mirrors named by this host's apt sources, when they answer.
+#[test]
+fn live_host_mirror_scan() {
+    let entries = match rebake::debian::sources::read_host() {
+        Ok(e) => e,
+        Err(e) => panic!(
+            "this test reads the host's apt sources (/etc/apt/sources.list.d/*.sources): {e:#}"
+        ),
+    };
+    let release = entries
+        .iter()
+        .flat_map(|e| &e.suites)
+        .map(|s| rebake::debian::sources::family(s).to_string())
+        .next()
+        .unwrap();
+    let first = rebake::debian::sources::suites_for_release(&entries, &release).unwrap();
+    let probe = format!("{}InRelease", first[0].dists_url());
+    let reachable = std::process::Command::new("curl")
+        .args(["-sfI", "-o", "/dev/null", "--max-time", "10", &probe])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !reachable {
+        eprintln!("SKIPPED live_host_mirror_scan: {probe} did not answer");
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "scan",
+        "--dpkg-status",
+        "/var/lib/dpkg/status",
+        "--suite",
+        &release,
+        "--format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = rebake(state.path(), &args);
+    assert_success(&out);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["images"][0]["installed_packages"].as_u64().unwrap() > 50);
+    assert!(
+        r["archive"].as_array().unwrap().len() >= 2,
+        "{}",
+        r["archive"]
+    );
+}
