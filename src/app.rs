@@ -88,10 +88,18 @@ pub struct ScanRequest {
 
 /// The archive sources: `--sources`, else rebake.yaml's, else the host's apt sources.
 pub fn load_sources(explicit: Option<&Path>, config: &Config) -> Result<Vec<SourceEntry>> {
-    match explicit.or(config.sources.as_deref()) {
-        Some(p) => sources::read_file(p),
-        None => sources::read_host(),
+    let mut entries = match explicit.or(config.sources.as_deref()) {
+        Some(p) => sources::read_file(p)?,
+        None => sources::read_host()?,
+    };
+    // rebake.yaml's keyring replaces the default for sources that name none.
+    if let Some(k) = &config.keyring {
+        let default = sources::SignedBy::Files(vec![sources::DEFAULT_KEYRING.into()]);
+        for e in entries.iter_mut().filter(|e| e.signed_by == default) {
+            e.signed_by = sources::SignedBy::Files(vec![k.clone()]);
+        }
     }
+    Ok(entries)
 }
 
 /// One inventory per requested image, from its lock (an image without a lock yet is noted,

@@ -253,10 +253,19 @@ pub fn render_table(report: &ScanReport) -> String {
                 }
                 t
             }));
+            // A binary-only rebuild (binNMU) keeps the source version: show the binary's.
+            let (installed, candidate) = match img.findings.iter().find(|f| {
+                s.installed == s.candidate
+                    && f.source == s.source
+                    && s.binaries.contains(&f.package)
+            }) {
+                Some(f) => (f.installed.clone(), f.candidate.clone()),
+                None => (s.installed.clone(), s.candidate.clone()),
+            };
             rows.push(vec![
                 s.source.clone(),
-                s.installed.clone(),
-                s.candidate.clone(),
+                installed,
+                candidate,
                 s.suite.clone(),
                 if s.security { "security" } else { "update" }.into(),
                 if fixes.is_empty() {

@@ -648,3 +648,82 @@ fn live_host_mirror_scan() {
         r["archive"]
     );
 }
+
+/// Copies the project's example policies and templates into a scratch GitOps repository.
+pub fn example_repo(repo: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["policies", "templates"] {
+        std::fs::create_dir_all(repo.join(dir)).unwrap();
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), repo.join(dir).join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn scans_the_repository_images_from_their_locks() {
+    let s = Scenario::typical();
+    let repo = s.state.path().join("repo");
+    example_repo(&repo);
+    let lock = rebake::lock::Lock {
+        lock_version: 1,
+        name: "nginx".into(),
+        suite: "trixie".into(),
+        architecture: "amd64".into(),
+        archive: vec![],
+        base: None,
+        packages: rebake::debian::status::parse(&typical_status()).unwrap(),
+        image: None,
+        tests: None,
+    };
+    let lock_path = repo.join("images/nginx/rebake.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    std::fs::write(&lock_path, lock.to_yaml().unwrap()).unwrap();
+    let sources = s.sources.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["scan".into(), "--sources".into(), sources.clone()];
+        args.extend(extra.iter().map(|x| x.to_string()));
+        rebake(s.state.path(), &args)
+    };
+
+    let out = run(&["--format", "json"]);
+    assert_success(&out);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_matches_schema(&r);
+    let images = r["images"].as_array().unwrap();
+    let names: Vec<&str> = images
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["debian", "nginx", "postgres"]);
+    assert!(images[0]["note"]
+        .as_str()
+        .unwrap()
+        .contains("rebake build debian"));
+    let nginx: Vec<&str> = images[1]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["package"].as_str().unwrap())
+        .collect();
+    assert_eq!(nginx, ["libssl3t64", "openssl", "tzdata"]);
+
+    // One image by name; an unknown name says which exist.
+    let out = run(&["nginx"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("nginx (trixie/amd64): 2 source package(s)"),
+        "{text}"
+    );
+    assert!(!text.contains("postgres"), "{text}");
+    assert_refused(
+        &run(&["nosuch"]),
+        &["no policy for image \"nosuch\"", "debian, nginx, postgres"],
+    );
+
+    // A damaged lock is named with its line, and the scan refuses to guess.
+    std::fs::write(&lock_path, "lock_version: 1\nname: nginx\nsuite: [\n").unwrap();
+    assert_refused(&run(&[]), &["images/nginx/rebake.lock:", "malformed lock"]);
+}
