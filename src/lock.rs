@@ -44,7 +44,7 @@ pub struct ImageRef {
 #[serde(deny_unknown_fields)]
 pub struct TestResult {
     pub name: String,
-    /// `pass` or `fail`.
+    /// `pass`, `fail`, or `skip` (a check that could not run, e.g. `current` without an index).
     pub result: String,
     pub duration_ms: u64,
 }

@@ -652,6 +652,8 @@ fn validate_policy(
         }
     }
 
+    // Characters that let a value escape its quoting in a shell command.
+    const SHELL_SPECIAL: &str = "'\"`$\\;&|<>*";
     let vars = scalar_map(raw.vars.unwrap_or_default());
     for (key, value) in &vars {
         let field = root.key("vars").key(key);
@@ -669,6 +671,15 @@ fn validate_policy(
                 "contains a line break",
                 "template variables must be one line (a line break would add Dockerfile \
                  instructions); put multi-line content in images/<name>/context/ and COPY it",
+            );
+        }
+        // Templates put values into RUN lines: nothing that a shell would interpret.
+        if let Some(c) = value.chars().find(|c| SHELL_SPECIAL.contains(*c)) {
+            d.error(
+                &field,
+                format!("contains {c:?}, which a shell in a RUN line would interpret"),
+                "use plain text (letters, digits, spaces and . , : / _ - + = @ % ^ ~ # ! ? ( ) [ ] { }); \
+                 put anything else in a file under images/<name>/context/ and COPY it",
             );
         }
     }

@@ -225,6 +225,18 @@ fn shell_injection_in_a_package_name_is_refused() {
 }
 
 #[test]
+fn shell_injection_in_a_template_variable_is_refused() {
+    let repo = scratch_repo(&[(
+        "policies/web.yaml",
+        "template: debian.Dockerfile.hbs\nsuite: trixie\npackages:\n  - nginx\nvars:\n  page_title: \"x'; rm -rf / #\"\n",
+    )]);
+    let diagnostics = problems(repo.path());
+    let d = about(&diagnostics, "vars.page_title");
+    assert_eq!(d.line, 6, "{d}");
+    assert!(d.message.contains("shell"), "{d}");
+}
+
+#[test]
 fn a_value_of_the_wrong_type_says_what_is_expected() {
     let repo = scratch_repo(&[(
         "policies/web.yaml",

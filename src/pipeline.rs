@@ -1,0 +1,386 @@
+//! `rebake build` across images: verified index → render → base → build → test → publish →
+//! lock. Each image either ends with a new Dockerfile and lock written together, or leaves the
+//! previous ones untouched.
+
+use crate::app::BuildResult;
+use crate::build::{self, BaseImage};
+use crate::config::RegistryConfig;
+use crate::debian::archive::{fetch_release, Fetcher};
+use crate::debian::index::ReleaseIndex;
+use crate::debian::release::parse_date;
+use crate::debian::sources::{suites_for_release, SourceEntry, SuiteSource};
+use crate::lock::{self, ArchiveState, Base, ImageRef, Lock, LOCK_VERSION};
+use crate::output::Progress;
+use crate::plan::{scan_inventory, Inventory};
+use crate::policy::Policy;
+use crate::state::write_atomic;
+use crate::{engine, publish, render, test};
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::Docker;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything `build_all` needs besides the policies.
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    pub repo: PathBuf,
+    pub state_dir: PathBuf,
+    pub engine_host: String,
+    /// None: no push; the engine's image id is the identity.
+    pub registry: Option<RegistryConfig>,
+    pub force: bool,
+    /// `org.opencontainers.image.source`, when the forge is known.
+    pub source_url: Option<String>,
+}
+
+type Key = (String, String);
+
+struct Release {
+    index: ReleaseIndex,
+    suites: Vec<SuiteSource>,
+    base: Option<BaseImage>,
+}
+
+/// The release's main suite `Date` as a unix time: the base's SOURCE_DATE_EPOCH.
+fn archive_epoch(index: &ReleaseIndex) -> Result<i64> {
+    let main = index
+        .suites
+        .iter()
+        .find(|s| s.suite == index.release)
+        .or(index.suites.first())
+        .ok_or_else(|| anyhow!("release {} has no suites", index.release))?;
+    Ok(parse_date(&main.date)?.timestamp())
+}
+
+/// The verified indices, the engine and the bases of one run, shared by every image it builds.
+pub struct Builder {
+    pub plan: BuildPlan,
+    docker: Docker,
+    releases: BTreeMap<Key, Release>,
+}
+
+impl Builder {
+    /// Fetches (verified) the releases the policies need and connects to the engine.
+    pub async fn new(
+        plan: BuildPlan,
+        entries: &[SourceEntry],
+        policies: &[Policy],
+        progress: Progress,
+    ) -> Result<Builder> {
+        let fetcher = Fetcher::new(&plan.state_dir, progress)?;
+        let mut releases: BTreeMap<Key, Release> = BTreeMap::new();
+        for p in policies {
+            let key = (p.suite.clone(), p.architecture.clone());
+            if releases.contains_key(&key) {
+                continue;
+            }
+            let suites = suites_for_release(entries, &p.suite)?;
+            let index = fetch_release(&fetcher, &p.suite, &p.architecture, &suites).await?;
+            releases.insert(
+                key,
+                Release {
+                    index,
+                    suites,
+                    base: None,
+                },
+            );
+        }
+        let docker = engine::connect(&plan.engine_host).await?;
+        Ok(Builder {
+            plan,
+            docker,
+            releases,
+        })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The verified index of a policy's release.
+    pub fn index(&self, policy: &Policy) -> Result<&ReleaseIndex> {
+        self.releases
+            .get(&(policy.suite.clone(), policy.architecture.clone()))
+            .map(|r| &r.index)
+            .ok_or_else(|| {
+                anyhow!(
+                    "no index fetched for {}/{}",
+                    policy.suite,
+                    policy.architecture
+                )
+            })
+    }
+
+    /// Whether the lock and Dockerfile in `repo` are what a build would make now.
+    pub fn is_current(&self, repo: &Path, policy: &Policy) -> bool {
+        let Ok(index) = self.index(policy) else {
+            return false;
+        };
+        let Ok(old) = Lock::read(&lock::path_for(repo, &policy.name)) else {
+            return false;
+        };
+        let Ok(pinned) = render::pinned_from_index(policy, index) else {
+            return false;
+        };
+        is_current(repo, policy, index, &old, &pinned)
+    }
+
+    /// Builds one image in `self.plan.repo` unless it is current (or `force`).
+    pub async fn build(&mut self, policy: &Policy) -> Result<Built> {
+        let rel = self
+            .releases
+            .get_mut(&(policy.suite.clone(), policy.architecture.clone()))
+            .ok_or_else(|| {
+                anyhow!(
+                    "no index fetched for {}/{}",
+                    policy.suite,
+                    policy.architecture
+                )
+            })?;
+        build_one(&self.plan, &self.docker, rel, policy).await
+    }
+}
+
+pub async fn build_all(
+    plan: &BuildPlan,
+    entries: &[SourceEntry],
+    policies: &[Policy],
+    progress: Progress,
+) -> Result<Vec<BuildResult>> {
+    let mut builder = Builder::new(plan.clone(), entries, policies, progress.clone()).await?;
+    let mut results = Vec::new();
+    for p in policies {
+        let started = Instant::now();
+        let _spinner = progress.spinner(&format!("building {}", p.name));
+        let outcome = builder.build(p).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        results.push(match outcome {
+            Ok(Built::Current(lock)) => BuildResult {
+                image: p.name.clone(),
+                result: "current".into(),
+                image_id: lock.image.as_ref().map(|i| i.id.clone()),
+                digest: lock.image.and_then(|i| i.digest),
+                duration_ms,
+                error: None,
+            },
+            Ok(Built::New(lock)) => BuildResult {
+                image: p.name.clone(),
+                result: "built".into(),
+                image_id: lock.image.as_ref().map(|i| i.id.clone()),
+                digest: lock.image.and_then(|i| i.digest),
+                duration_ms,
+                error: None,
+            },
+            Err(e) => BuildResult {
+                image: p.name.clone(),
+                result: "failed".into(),
+                image_id: None,
+                digest: None,
+                duration_ms,
+                error: Some(format!("{e:#}")),
+            },
+        });
+    }
+    Ok(results)
+}
+
+/// What building one image came to.
+pub enum Built {
+    /// The lock was already current: nothing was built.
+    Current(Lock),
+    /// Built, tested (and pushed): the new lock, already written with its Dockerfile.
+    New(Lock),
+}
+
+/// Whether the lock already describes what a build would make now: tests passed, the policy's
+/// packages are at the versions apt would pick, nothing installed has a candidate the policy
+/// cares about, and the committed Dockerfile is what the template renders.
+fn is_current(
+    repo: &Path,
+    policy: &Policy,
+    index: &ReleaseIndex,
+    old: &Lock,
+    pinned: &[crate::policy::PinnedPackage],
+) -> bool {
+    let (Some(tests), Some(base)) = (&old.tests, &old.base) else {
+        return false;
+    };
+    if !tests.passed || old.suite != policy.suite || old.architecture != policy.architecture {
+        return false;
+    }
+    match render::pinned_from_lock(policy, old) {
+        Ok(locked) if locked == pinned => {}
+        _ => return false,
+    }
+    let inv = Inventory {
+        name: policy.name.clone(),
+        release: old.suite.clone(),
+        arch: old.architecture.clone(),
+        packages: old.packages.clone(),
+        include_non_security: policy.updates.point_release,
+        note: None,
+    };
+    if !scan_inventory(index, None, &inv).findings.is_empty() {
+        return false;
+    }
+    let rendered = render::render_dockerfile(repo, policy, &render::base_reference(base), pinned);
+    let on_disk = std::fs::read_to_string(render::dockerfile_path(repo, &policy.name));
+    matches!((rendered, on_disk), (Ok(a), Ok(b)) if a == b)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `git rev-parse HEAD` of the repository, when it is a git checkout.
+fn git_revision(repo: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn build_one(
+    plan: &BuildPlan,
+    docker: &Docker,
+    rel: &mut Release,
+    policy: &Policy,
+) -> Result<Built> {
+    let name = &policy.name;
+    let lock_path = lock::path_for(&plan.repo, name);
+    let old = if lock_path.exists() {
+        Some(Lock::read(&lock_path)?)
+    } else {
+        None
+    };
+    let pinned = render::pinned_from_index(policy, &rel.index)
+        .with_context(|| format!("image {name}: resolving package versions"))?;
+    if !plan.force {
+        if let Some(old) = old {
+            if is_current(&plan.repo, policy, &rel.index, &old, &pinned) {
+                return Ok(Built::Current(old));
+            }
+        }
+    }
+    let epoch = archive_epoch(&rel.index)?;
+    let base = match &rel.base {
+        Some(b) => b.clone(),
+        None => {
+            let b = build::build_base(
+                docker,
+                &rel.suites,
+                &policy.suite,
+                &policy.architecture,
+                epoch,
+                &plan.state_dir.join("bases"),
+            )
+            .await
+            .with_context(|| format!("image {name}: base stage"))?;
+            rel.base = Some(b.clone());
+            b
+        }
+    };
+    let lock_base = Base {
+        rootfs_sha256: base.rootfs_sha256.clone(),
+        id: base.id.clone(),
+    };
+    let dockerfile = render::render_dockerfile(
+        &plan.repo,
+        policy,
+        &render::base_reference(&lock_base),
+        &pinned,
+    )
+    .with_context(|| format!("image {name}: render stage"))?;
+    let created = chrono::DateTime::from_timestamp(epoch, 0)
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_default();
+    let archive: Vec<ArchiveState> = rel
+        .index
+        .suites
+        .iter()
+        .map(|s| ArchiveState {
+            uri: s.uri.clone(),
+            suite: s.suite.clone(),
+            date: s.date.clone(),
+            inrelease_sha256: s.inrelease_sha256.clone(),
+        })
+        .collect();
+    let mut labels = BTreeMap::new();
+    labels.insert("org.opencontainers.image.created".to_string(), created);
+    if let Some(src) = &plan.source_url {
+        labels.insert("org.opencontainers.image.source".to_string(), src.clone());
+    }
+    if let Some(rev) = git_revision(&plan.repo) {
+        labels.insert("org.opencontainers.image.revision".to_string(), rev);
+    }
+    labels.insert("dev.rebake.policy".to_string(), name.clone());
+    // What the image was made from: the rendered Dockerfile and the verified archive state.
+    let inputs = format!(
+        "{dockerfile}\n{}",
+        archive
+            .iter()
+            .map(|a| format!("{} {} {}", a.uri, a.suite, a.inrelease_sha256))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    labels.insert(
+        "dev.rebake.inputs".to_string(),
+        sha256_hex(inputs.as_bytes()),
+    );
+    let log_path = plan.state_dir.join("logs").join(format!("{name}.log"));
+    let image_id = build::build_image(docker, &plan.repo, policy, &dockerfile, labels, &log_path)
+        .await
+        .with_context(|| format!("image {name}: build stage (log: {})", log_path.display()))?;
+    let installed = build::inventory(docker, &image_id)
+        .await
+        .with_context(|| format!("image {name}: inventory"))?;
+    let outcomes = test::run_tests(docker, &image_id, policy, &installed, Some(&rel.index))
+        .await
+        .with_context(|| format!("image {name}: test stage"))?;
+    if let Some(msg) = test::failure_message(name, &outcomes) {
+        bail!("{msg} (nothing pushed; the previous lock is unchanged)");
+    }
+    let digest = match &plan.registry {
+        Some(reg) => {
+            let tag = format!(
+                "{}-{}",
+                policy.suite,
+                &image_id.trim_start_matches("sha256:")[..12]
+            );
+            Some(
+                publish::push(docker, &image_id, reg, name, &tag)
+                    .await
+                    .with_context(|| format!("image {name}: publish stage"))?,
+            )
+        }
+        None => None,
+    };
+    let lock = Lock {
+        lock_version: LOCK_VERSION,
+        name: name.clone(),
+        suite: policy.suite.clone(),
+        architecture: policy.architecture.clone(),
+        archive,
+        base: Some(lock_base),
+        packages: installed,
+        image: Some(ImageRef {
+            id: image_id,
+            digest,
+        }),
+        tests: Some(test::summary(&outcomes)),
+    };
+    // Dockerfile and lock together, only now that everything passed.
+    write_atomic(
+        &render::dockerfile_path(&plan.repo, name),
+        dockerfile.as_bytes(),
+    )?;
+    write_atomic(&lock_path, lock.to_yaml()?.as_bytes())?;
+    Ok(Built::New(lock))
+}
