@@ -105,31 +105,9 @@ pub fn load_sources(explicit: Option<&Path>, config: &Config) -> Result<Vec<Sour
 /// One inventory per requested image, from its lock (an image without a lock yet is noted,
 /// not an error).
 pub fn inventories_from_repo(repo: &Path, images: &[String]) -> Result<Vec<Inventory>> {
-    let policies = crate::policy::load_policies(repo).map_err(|diags| {
-        anyhow!(
-            "{}",
-            diags
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    for name in images {
-        if !policies.iter().any(|p| &p.name == name) {
-            let known: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
-            bail!(
-                "no policy for image {name:?} in {} (known: {})",
-                repo.join("policies").display(),
-                known.join(", ")
-            );
-        }
-    }
+    let policies = load_repo_policies(repo, images)?;
     let mut out = Vec::new();
-    for p in policies
-        .iter()
-        .filter(|p| images.is_empty() || images.contains(&p.name))
-    {
+    for p in &policies {
         let path = lock::path_for(repo, &p.name);
         let include_non_security = p.updates.point_release;
         if !path.exists() {
@@ -235,4 +213,304 @@ pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
         return Ok(EXIT_UPDATES_FOUND);
     }
     Ok(0)
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub images: Vec<String>,
+    pub sources: Option<PathBuf>,
+    pub no_push: bool,
+    pub force: bool,
+    pub format: OutputFormat,
+}
+
+/// What `rebake build` did for one image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildResult {
+    pub image: String,
+    /// `built`, `current` (nothing to do), or `failed`.
+    pub result: String,
+    pub image_id: Option<String>,
+    pub digest: Option<String>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// `rebake build`: render → base → build → test → publish → lock, per image. A failure at
+/// any stage leaves that image's Dockerfile and lock as they were.
+pub fn build(ctx: &Context, req: BuildRequest) -> Result<u8> {
+    let config = ctx.load_config()?;
+    let entries = load_sources(req.sources.as_deref(), &config)?;
+    let policies = load_repo_policies(&ctx.repo, &req.images)?;
+    let state_dir = ctx.state_dir(&config);
+    let results = runtime()?.block_on(crate::pipeline::build_all(
+        &crate::pipeline::BuildPlan {
+            repo: ctx.repo.clone(),
+            state_dir,
+            engine_host: config.engine.host.clone(),
+            registry: if req.no_push {
+                None
+            } else {
+                config.registry.clone()
+            },
+            force: req.force,
+            source_url: config.forge.as_ref().map(|f| match &f.repository {
+                Some(r) => format!("{}/{r}", f.url.trim_end_matches('/')),
+                None => f.url.clone(),
+            }),
+        },
+        &entries,
+        &policies,
+        Progress::auto(false),
+    ))?;
+    match req.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        OutputFormat::Human => {
+            let mut rows = vec![vec![
+                "IMAGE".to_string(),
+                "RESULT".into(),
+                "DIGEST".into(),
+                "TIME".into(),
+            ]];
+            for r in &results {
+                rows.push(vec![
+                    r.image.clone(),
+                    r.result.clone(),
+                    r.digest
+                        .clone()
+                        .or_else(|| r.image_id.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    format!("{:.1}s", r.duration_ms as f64 / 1000.0),
+                ]);
+            }
+            print!("{}", crate::output::table(&rows));
+            for r in results.iter().filter(|r| r.error.is_some()) {
+                eprintln!("{}: {}", r.image, r.error.as_deref().unwrap_or_default());
+            }
+        }
+    }
+    Ok(if results.iter().any(|r| r.result == "failed") {
+        1
+    } else {
+        0
+    })
+}
+
+/// The repository's policies, or the named ones (an unknown name lists the known ones).
+pub fn load_repo_policies(repo: &Path, images: &[String]) -> Result<Vec<crate::policy::Policy>> {
+    let policies = crate::policy::load_policies(repo).map_err(|diags| {
+        anyhow!(
+            "{}",
+            diags
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    for name in images {
+        if !policies.iter().any(|p| &p.name == name) {
+            let known: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+            bail!(
+                "no policy for image {name:?} in {} (known: {})",
+                repo.join("policies").display(),
+                known.join(", ")
+            );
+        }
+    }
+    Ok(policies
+        .into_iter()
+        .filter(|p| images.is_empty() || images.contains(&p.name))
+        .collect())
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    pub images: Vec<String>,
+    pub check: bool,
+}
+
+/// `rebake render [--check]`: re-renders Dockerfiles from the locks (no network).
+pub fn render(ctx: &Context, req: RenderRequest) -> Result<u8> {
+    let outcomes = crate::render::render_repo(&ctx.repo, &req.images, req.check)?;
+    let mut differs = false;
+    for o in &outcomes {
+        if let Some(why) = &o.skipped {
+            println!("{}: skipped ({why})", o.image);
+        } else if o.changed && req.check {
+            differs = true;
+            println!(
+                "{}: {} differs from what the template renders",
+                o.image,
+                o.path.display()
+            );
+            print!("{}", o.diff);
+        } else if o.changed {
+            println!("{}: wrote {}", o.image, o.path.display());
+        } else {
+            println!("{}: up to date", o.image);
+        }
+    }
+    Ok(if differs { 1 } else { 0 })
+}
+
+#[derive(Debug, Clone)]
+pub struct ProposeRequest {
+    pub images: Vec<String>,
+    pub sources: Option<PathBuf>,
+    pub no_push: bool,
+    pub format: OutputFormat,
+}
+
+/// The repository's `origin` URL: where proposal branches are pushed.
+fn origin_url(repo: &Path) -> Result<String> {
+    let r = git2::Repository::open(repo).with_context(|| {
+        format!(
+            "{} is not a git repository (rebake propose works in a clone of the GitOps repository)",
+            repo.display()
+        )
+    })?;
+    let remote = r.find_remote("origin").with_context(|| {
+        format!(
+            "{} has no `origin` remote: rebake pushes proposal branches there",
+            repo.display()
+        )
+    })?;
+    remote
+        .url()
+        .map(str::to_string)
+        .map_err(|_| anyhow!("the origin remote of {} has no UTF-8 URL", repo.display()))
+}
+
+fn token_from_env(var: Option<&str>, forge: &str) -> Result<String> {
+    let var = var.ok_or_else(|| anyhow!("forge {forge}: set `token_env` in rebake.yaml (the environment variable holding the token)"))?;
+    std::env::var(var).map_err(|_| {
+        anyhow!("forge {forge}: environment variable {var} (forge.token_env) is not set")
+    })
+}
+
+/// `rebake propose`: scan → build → one proposal per image with updates.
+pub fn propose(ctx: &Context, req: ProposeRequest) -> Result<u8> {
+    use crate::config::ForgeKind;
+    use crate::forge::{gitea, github, plain::PlainGit, AnyForge};
+    let config = ctx.load_config()?;
+    let entries = load_sources(req.sources.as_deref(), &config)?;
+    let state_dir = ctx.state_dir(&config);
+    let rt = runtime()?;
+    let results = rt.block_on(async {
+        let retry = crate::forge::http::RetryPolicy::default();
+        let (remote_url, auth) = match &config.forge {
+            Some(f) if f.kind == ForgeKind::Git => (f.url.clone(), crate::git::Auth::None),
+            Some(f) => {
+                let token = token_from_env(f.token_env.as_deref(), &f.url)?;
+                (origin_url(&ctx.repo)?, crate::git::Auth::Token(token))
+            }
+            None => (origin_url(&ctx.repo)?, crate::git::Auth::None),
+        };
+        let key: String = crate::git::redact_url(&remote_url)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let workspace_dir = state_dir.join("workspaces").join(key);
+        let forge = match &config.forge {
+            Some(f) if f.kind != ForgeKind::Git => {
+                let slug = f
+                    .repository
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("forge: `repository: owner/name` is required"))?;
+                let token = token_from_env(f.token_env.as_deref(), &f.url)?;
+                if f.kind == ForgeKind::Github {
+                    AnyForge::GitHub(github::GitHub::new(
+                        &f.url,
+                        &slug.owner,
+                        &slug.name,
+                        github::GitHubAuth::Token(token),
+                        retry,
+                    )?)
+                } else {
+                    AnyForge::Gitea(gitea::Gitea::new(
+                        &f.url,
+                        &slug.owner,
+                        &slug.name,
+                        token,
+                        retry,
+                    )?)
+                }
+            }
+            _ => AnyForge::Plain(PlainGit::new(
+                &workspace_dir,
+                &remote_url,
+                auth.clone(),
+                &state_dir,
+            )),
+        };
+        let tracker_json = config
+            .security_tracker
+            .as_ref()
+            .and_then(|t| t.json.clone());
+        let mut lists = Vec::new();
+        if let Some(t) = &config.security_tracker {
+            lists.extend(t.dsa_list.iter().cloned());
+            lists.extend(t.dla_list.iter().cloned());
+        }
+        let tracker = load_tracker(tracker_json.as_deref(), &lists).await?;
+        let run = crate::propose::ProposeRun {
+            remote_url,
+            auth,
+            identity: crate::git::Identity::new(&config.git.author_name, &config.git.author_email),
+            workspace_dir,
+            plan: crate::pipeline::BuildPlan {
+                repo: ctx.repo.clone(),
+                state_dir: state_dir.clone(),
+                engine_host: config.engine.host.clone(),
+                registry: if req.no_push {
+                    None
+                } else {
+                    config.registry.clone()
+                },
+                force: false,
+                source_url: config.forge.as_ref().map(|f| f.url.clone()),
+            },
+            tracker,
+        };
+        crate::propose::propose_all(&run, &forge, &entries, &req.images, Progress::auto(false))
+            .await
+    })?;
+    match req.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        OutputFormat::Human => {
+            let mut rows = vec![vec![
+                "IMAGE".to_string(),
+                "ACTION".into(),
+                "PROPOSAL".into(),
+            ]];
+            for r in &results {
+                rows.push(vec![
+                    r.image.clone(),
+                    serde_json::to_value(&r.action)?
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string(),
+                    r.url
+                        .clone()
+                        .or_else(|| r.title.clone())
+                        .unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            print!("{}", crate::output::table(&rows));
+            for r in results.iter().filter(|r| r.detail.is_some()) {
+                eprintln!("{}: {}", r.image, r.detail.as_deref().unwrap_or_default());
+            }
+        }
+    }
+    Ok(
+        if results
+            .iter()
+            .any(|r| r.action == crate::propose::Action::Failed)
+        {
+            1
+        } else {
+            0
+        },
+    )
 }

@@ -4,12 +4,21 @@
 //! `plan` decides which images need an update and why, later stages build on it.
 
 pub mod app;
+pub mod build;
 pub mod check;
 pub mod config;
 pub mod debian;
+pub mod engine;
+pub mod forge;
+pub mod git;
 pub mod lock;
 pub mod output;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod propose;
+pub mod publish;
+pub mod render;
 pub mod security;
 pub mod state;
+pub mod test;

@@ -37,6 +37,42 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Render images/<name>/Dockerfile from the templates, policies and locks (no network).
+    Render {
+        /// Images to render (default: all).
+        images: Vec<String>,
+        /// Write nothing; print the diff and exit 1 when a committed Dockerfile differs.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Scan, build, and open or update one proposal per image with updates.
+    Propose {
+        /// Images to propose (default: all).
+        images: Vec<String>,
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        /// Do not push images to the registry.
+        #[arg(long)]
+        no_push: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Render, build from a verified base, test, push, and write the lock, per image.
+    Build {
+        /// Images to build (default: every policy's image).
+        images: Vec<String>,
+        /// apt deb822 .sources file (default: rebake.yaml's, else the host's apt sources).
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        /// Do not push; the engine's image id is the identity.
+        #[arg(long)]
+        no_push: bool,
+        /// Rebuild even when the lock is current.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Validate rebake.yaml, policies and templates (exit 1 on any error).
     Check,
     /// Report installed packages that have a newer version in the verified Debian archive.
@@ -69,6 +105,15 @@ enum Command {
     },
 }
 
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Human => OutputFormat::Human,
+            Format::Json => OutputFormat::Json,
+        }
+    }
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -93,6 +138,39 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check => app::check(&ctx),
+        Command::Propose {
+            images,
+            sources,
+            no_push,
+            format,
+        } => app::propose(
+            &ctx,
+            app::ProposeRequest {
+                images,
+                sources,
+                no_push,
+                format: format.into(),
+            },
+        ),
+        Command::Render { images, check } => {
+            app::render(&ctx, app::RenderRequest { images, check })
+        }
+        Command::Build {
+            images,
+            sources,
+            no_push,
+            force,
+            format,
+        } => app::build(
+            &ctx,
+            app::BuildRequest {
+                images,
+                sources,
+                no_push,
+                force,
+                format: format.into(),
+            },
+        ),
         Command::Scan {
             images,
             sources,
@@ -114,10 +192,7 @@ fn main() -> ExitCode {
                 security_tracker,
                 advisories,
                 fail_on_updates,
-                format: match format {
-                    Format::Human => OutputFormat::Human,
-                    Format::Json => OutputFormat::Json,
-                },
+                format: format.into(),
             },
         ),
     };

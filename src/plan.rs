@@ -160,6 +160,38 @@ pub fn scan_inventory(
     }
 }
 
+/// Scans many inventories against one index, spread over the machine's cores.
+pub fn scan_inventories(
+    index: &ReleaseIndex,
+    tracker: Option<&Tracker>,
+    inventories: &[Inventory],
+) -> Vec<ImageScan> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || inventories.len() < 64 {
+        return inventories
+            .iter()
+            .map(|inv| scan_inventory(index, tracker, inv))
+            .collect();
+    }
+    let chunk = inventories.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = inventories
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|inv| scan_inventory(index, tracker, inv))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("scan thread panicked"))
+            .collect()
+    })
+}
+
 /// Fetches (verified, cached) the release indices the inventories need, once per release and
 /// architecture, and scans every inventory.
 pub async fn scan(

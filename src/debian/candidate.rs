@@ -25,20 +25,21 @@ pub struct Candidate<'a> {
 /// Whether an index entry is the same package as the installed one. `Architecture: all`
 /// counts for every architecture: apt treats it as the native one.
 fn same_arch(entry_arch: &str, installed_arch: &str, native: &str) -> bool {
-    let norm = |a: &'_ str| {
-        if a == "all" {
-            native.to_string()
-        } else {
-            a.to_string()
-        }
-    };
-    entry_arch == installed_arch || norm(entry_arch) == norm(installed_arch)
+    let is_native = |a: &str| a == "all" || a == native;
+    entry_arch == installed_arch || (is_native(entry_arch) && is_native(installed_arch))
 }
 
 /// The version apt would pick for `pkg`, when it is newer than the installed one.
 pub fn candidate<'a>(index: &'a ReleaseIndex, pkg: &InstalledPackage) -> Option<Candidate<'a>> {
-    let versions: Vec<&Available> = index
-        .versions(&pkg.name)
+    let all = index.versions(&pkg.name);
+    // Fast path (most installed packages): nothing newer exists, so nothing to choose.
+    if !all.iter().any(|a| {
+        compare(&a.version, &pkg.version) == Ordering::Greater
+            && same_arch(&a.arch, &pkg.arch, &index.arch)
+    }) {
+        return None;
+    }
+    let versions: Vec<&Available> = all
         .iter()
         .filter(|a| same_arch(&a.arch, &pkg.arch, &index.arch))
         .collect();

@@ -146,6 +146,10 @@ fn verrevcmp(a: &[u8], b: &[u8]) -> Ordering {
 
 /// Compares two versions the way `dpkg --compare-versions` does.
 pub fn compare(a: &str, b: &str) -> Ordering {
+    // The common case in a scan: the installed version is the archive's.
+    if a == b {
+        return Ordering::Equal;
+    }
     let (ea, ua, ra) = split_lenient(a);
     let (eb, ub, rb) = split_lenient(b);
     ea.cmp(&eb)

@@ -96,3 +96,9 @@ pub fn md5_hex(data: &[u8]) -> String {
     }
     state.iter().map(|w| hex::encode(w.to_le_bytes())).collect()
 }
+pub mod engine;
+pub mod fake_gitea;
+pub mod fake_github;
+pub mod openapi;
+pub mod registry;
+pub mod tiny_image;

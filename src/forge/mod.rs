@@ -1,0 +1,200 @@
+//! Forges behind one small interface: GitHub (octocrab), Gitea/Forgejo (REST v1 on reqwest),
+//! and plain git (a branch whose head commit message is the proposal). The propose and deploy
+//! stages only see [`Forge`].
+
+use std::future::Future;
+use std::time::Duration;
+
+pub mod gitea;
+pub mod github;
+pub mod http;
+pub mod plain;
+
+/// Where a proposal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposalState {
+    Open,
+    Closed,
+    Merged,
+}
+
+/// A pull request (or, on plain git, a proposal branch).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Proposal {
+    /// PR number (plain git: 0).
+    pub number: u64,
+    pub url: String,
+    pub title: String,
+    pub body: String,
+    /// The proposal's branch, e.g. `rebake/nginx`.
+    pub head_branch: String,
+    pub head_sha: String,
+    pub base_branch: String,
+    pub state: ProposalState,
+    /// The merge commit on the base branch, once merged.
+    pub merge_commit: Option<String>,
+    pub labels: Vec<String>,
+}
+
+/// What to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProposal {
+    pub title: String,
+    pub body: String,
+    pub head_branch: String,
+    pub base_branch: String,
+    pub labels: Vec<String>,
+    pub reviewers: Vec<String>,
+    pub assignees: Vec<String>,
+}
+
+/// A commit status (GitHub/Gitea `statuses` API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusState {
+    Pending,
+    Success,
+    Failure,
+    Error,
+}
+
+/// Errors a caller branches on. Messages never contain a token.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error("{forge} rejected the token ({status}): it needs {permission}")]
+    Unauthorized {
+        forge: String,
+        status: u16,
+        permission: String,
+    },
+    #[error("{forge}: not found: {what}")]
+    NotFound { forge: String, what: String },
+    #[error("{forge}: conflict: {message}")]
+    Conflict { forge: String, message: String },
+    #[error("{forge}: rate limited; retry after {retry_after:?}")]
+    RateLimited {
+        forge: String,
+        retry_after: Duration,
+    },
+    #[error("{forge}: server error {status} after {attempts} attempts: {message}")]
+    Server {
+        forge: String,
+        status: u16,
+        attempts: u32,
+        message: String,
+    },
+    #[error("{forge}: request invalid ({status}): {message}")]
+    Invalid {
+        forge: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{forge}: network error: {message}")]
+    Network { forge: String, message: String },
+}
+
+pub type ForgeResult<T> = Result<T, ForgeError>;
+
+/// The operations the propose and deploy stages need. Implementations retry 5xx and timeouts
+/// with backoff and wait out rate limits (Retry-After, X-RateLimit-Reset) themselves.
+pub trait Forge: Send + Sync {
+    /// A short name for messages: "GitHub", "Gitea", "git".
+    fn name(&self) -> &str;
+    /// The open proposal whose head is `branch`, if any (looked up before opening one, so a
+    /// proposal is never duplicated).
+    fn find_open(&self, branch: &str)
+        -> impl Future<Output = ForgeResult<Option<Proposal>>> + Send;
+    fn create(&self, new: &NewProposal) -> impl Future<Output = ForgeResult<Proposal>> + Send;
+    /// Rewrites title and body.
+    fn update(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+    ) -> impl Future<Output = ForgeResult<()>> + Send;
+    fn comment(&self, number: u64, body: &str) -> impl Future<Output = ForgeResult<()>> + Send;
+    fn close(&self, number: u64) -> impl Future<Output = ForgeResult<()>> + Send;
+    fn get(&self, number: u64) -> impl Future<Output = ForgeResult<Proposal>> + Send;
+    /// Sets a commit status, e.g. context `rebake/test`.
+    fn set_status(
+        &self,
+        sha: &str,
+        state: StatusState,
+        context: &str,
+        description: &str,
+    ) -> impl Future<Output = ForgeResult<()>> + Send;
+    /// The state of `context` on `sha` (None: no such status).
+    fn status(
+        &self,
+        sha: &str,
+        context: &str,
+    ) -> impl Future<Output = ForgeResult<Option<StatusState>>> + Send;
+    /// Says why, then closes. (Plain git: logs the note and deletes the branch, leased.)
+    fn close_with_comment(
+        &self,
+        proposal: &Proposal,
+        comment: &str,
+    ) -> impl Future<Output = ForgeResult<()>> + Send {
+        async move {
+            self.comment(proposal.number, comment).await?;
+            self.close(proposal.number).await
+        }
+    }
+}
+
+/// The configured forge: one of the three, chosen from rebake.yaml.
+pub enum AnyForge {
+    GitHub(github::GitHub),
+    Gitea(gitea::Gitea),
+    Plain(plain::PlainGit),
+}
+
+macro_rules! each_forge {
+    ($self:ident, $f:ident => $e:expr) => {
+        match $self {
+            AnyForge::GitHub($f) => $e,
+            AnyForge::Gitea($f) => $e,
+            AnyForge::Plain($f) => $e,
+        }
+    };
+}
+
+impl Forge for AnyForge {
+    fn name(&self) -> &str {
+        each_forge!(self, f => f.name())
+    }
+    async fn find_open(&self, branch: &str) -> ForgeResult<Option<Proposal>> {
+        each_forge!(self, f => f.find_open(branch).await)
+    }
+    async fn create(&self, new: &NewProposal) -> ForgeResult<Proposal> {
+        each_forge!(self, f => f.create(new).await)
+    }
+    async fn update(&self, number: u64, title: &str, body: &str) -> ForgeResult<()> {
+        each_forge!(self, f => f.update(number, title, body).await)
+    }
+    async fn comment(&self, number: u64, body: &str) -> ForgeResult<()> {
+        each_forge!(self, f => f.comment(number, body).await)
+    }
+    async fn close(&self, number: u64) -> ForgeResult<()> {
+        each_forge!(self, f => f.close(number).await)
+    }
+    async fn get(&self, number: u64) -> ForgeResult<Proposal> {
+        each_forge!(self, f => f.get(number).await)
+    }
+    async fn set_status(
+        &self,
+        sha: &str,
+        state: StatusState,
+        context: &str,
+        description: &str,
+    ) -> ForgeResult<()> {
+        each_forge!(self, f => f.set_status(sha, state, context, description).await)
+    }
+    async fn status(&self, sha: &str, context: &str) -> ForgeResult<Option<StatusState>> {
+        each_forge!(self, f => f.status(sha, context).await)
+    }
+    async fn close_with_comment(&self, proposal: &Proposal, comment: &str) -> ForgeResult<()> {
+        each_forge!(self, f => f.close_with_comment(proposal, comment).await)
+    }
+}

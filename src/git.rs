@@ -1,0 +1,894 @@
+//! The git layer of the propose stage, on git2 (libgit2) only — no `git` executable.
+//!
+//! A [`Workspace`] is rebake's own clone of the GitOps repository (bare: nothing is ever checked
+//! out). The propose stage uses it like this:
+//!
+//! 1. [`Workspace::open_or_clone`], then [`Workspace::fetch`] — every branch of `origin` lands in
+//!    `refs/remotes/origin/*` (pruned), and `refs/remotes/origin/HEAD` follows origin's `HEAD`;
+//! 2. [`Workspace::default_branch`] and [`Workspace::remote_head`] give the base commit and the
+//!    current head of `rebake/<image>` as of that fetch;
+//! 3. [`Workspace::commit_on`] writes a commit on top of the base with the regenerated files,
+//!    straight into the object database (no index, no working tree);
+//! 4. [`Workspace::push_with_lease`] moves `refs/heads/rebake/<image>` on origin to that commit
+//!    **only if** origin still has the head the caller last saw. Anything else — a person pushed to
+//!    the branch, deleted it, or created it — is reported as [`PushOutcome::LeaseBroken`] and
+//!    nothing on origin changes.
+//!
+//! ## The lease
+//!
+//! libgit2 has no `--force-with-lease`. It is built from its `push_negotiation` callback, which
+//! runs after origin has advertised its refs and before anything is uploaded: the advertised
+//! value of the branch is compared with the expected one and the push is cancelled on any
+//! difference. Over the smart protocols (https, ssh) the update command then carries that same
+//! advertised value as its old id, and `git receive-pack` applies it only if the ref still has
+//! it, so a change that lands between negotiation and update is refused by origin
+//! (`push_update_reference` reports it) and also ends as `LeaseBroken`. For local (`file://`
+//! or plain path) remotes libgit2 writes the ref itself: the check and the write are then a few
+//! microseconds apart instead of atomic.
+//!
+//! A push that creates the branch (`expected == None`) is a plain push; one that rewrites
+//! rebake's own branch (`expected == Some(_)`) is a forced (`+`) push, since the branch is rebuilt
+//! on top of the newest default branch — the lease, not fast-forwarding, is what protects it.
+//!
+//! ## Secrets
+//!
+//! A token is only handed to libgit2 from the credential callback; it never goes into a URL,
+//! and every error message leaving this module is scrubbed of it (and of any `user:password@`
+//! in a remote URL). [`Auth`]'s `Debug` does not print secrets either.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use git2::{
+    AutotagOption, Cred, CredentialType, Direction, ErrorCode, FetchOptions, FetchPrune,
+    ObjectType, Oid, ProxyOptions, PushOptions, RemoteCallbacks, Repository, Signature, Sort, Time,
+    Tree,
+};
+
+/// The remote every workspace talks to.
+pub const ORIGIN: &str = "origin";
+
+/// Where [`Workspace::fetch`] puts origin's branches.
+const TRACKING_PREFIX: &str = "refs/remotes/origin/";
+
+/// libgit2 asks again for credentials when the ones it got were refused; after this many
+/// answers for the same operation, the credentials are reported as rejected.
+const MAX_CREDENTIAL_ATTEMPTS: u32 = 1;
+
+/// File modes of tree entries.
+const MODE_BLOB: i32 = 0o100_644;
+const MODE_BLOB_EXECUTABLE: i32 = 0o100_755;
+const MODE_TREE: i32 = 0o040_000;
+
+/// Author or committer of rebake's commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+impl Identity {
+    pub fn new(name: impl Into<String>, email: impl Into<String>) -> Identity {
+        Identity {
+            name: name.into(),
+            email: email.into(),
+        }
+    }
+}
+
+impl Default for Identity {
+    /// `rebake <rebake@localhost>`.
+    fn default() -> Identity {
+        Identity::new("rebake", "rebake@localhost")
+    }
+}
+
+/// How to authenticate to origin.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// No credentials (file remotes, public https, or libgit2's default credentials).
+    None,
+    /// https with a token: user `x-access-token`, password the token (GitHub, GitHub App
+    /// installation tokens, Gitea/Forgejo personal access tokens all accept this).
+    Token(String),
+    /// ssh with the keys of the running ssh-agent (`SSH_AUTH_SOCK`).
+    SshAgent,
+    /// ssh with a private key file.
+    SshKey {
+        private: PathBuf,
+        passphrase: Option<String>,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("Auth::None"),
+            Auth::Token(_) => f.write_str("Auth::Token(<redacted>)"),
+            Auth::SshAgent => f.write_str("Auth::SshAgent"),
+            Auth::SshKey {
+                private,
+                passphrase,
+            } => f
+                .debug_struct("Auth::SshKey")
+                .field("private", private)
+                .field("passphrase", &passphrase.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+impl Auth {
+    /// The secrets an error message must never contain.
+    fn secrets(&self) -> Vec<&str> {
+        match self {
+            Auth::Token(token) => vec![token.as_str()],
+            Auth::SshKey {
+                passphrase: Some(p),
+                ..
+            } => vec![p.as_str()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What became of a push. A broken lease is an answer, not an error: the caller decides
+/// (typically: fetch again and leave the branch to the person who changed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Origin's branch now points at the new commit (or is deleted, for a deletion).
+    Pushed,
+    /// Origin's branch was not at the expected commit; nothing was changed. `remote` is what
+    /// origin had (`None`: the branch does not exist there).
+    LeaseBroken { remote: Option<Oid> },
+}
+
+/// rebake's clone of the GitOps repository.
+pub struct Workspace {
+    repo: Repository,
+    auth: Auth,
+    /// origin's URL with any `user:password@` removed, for messages.
+    display_url: String,
+    /// The user part of origin's URL when it may hold a secret; scrubbed from messages too.
+    url_secret: Option<String>,
+}
+
+impl fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workspace")
+            .field("path", &self.repo.path())
+            .field("origin", &self.display_url)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+impl Workspace {
+    /// Clones `remote_url` (bare) into `dir` when `dir` does not exist or is empty; otherwise opens
+    /// the repository at `dir` and points its `origin` at `remote_url` (creating `origin` if
+    /// needed). Does not fetch an existing repository: call [`Workspace::fetch`].
+    pub fn open_or_clone(remote_url: &str, dir: &Path, auth: &Auth) -> Result<Workspace> {
+        let display_url = redact_url(remote_url);
+        let empty_dir = match std::fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", dir.display()));
+            }
+        };
+        if empty_dir {
+            let ws = Workspace::clone_into(remote_url, dir, auth, display_url)?;
+            // Sets refs/remotes/origin/HEAD, which a clone does not always do.
+            ws.fetch()?;
+            return Ok(ws);
+        }
+        let repo = Repository::open(dir).map_err(|e| {
+            anyhow!(
+                "{} exists and is not a git repository ({}); remove it or point rebake's \
+                 state directory elsewhere",
+                dir.display(),
+                e.message()
+            )
+        })?;
+        let result = match repo.find_remote(ORIGIN) {
+            Ok(_) => repo.remote_set_url(ORIGIN, remote_url),
+            Err(e) if e.code() == ErrorCode::NotFound => repo.remote(ORIGIN, remote_url).map(drop),
+            Err(e) => Err(e),
+        };
+        let ws = Workspace {
+            repo,
+            auth: auth.clone(),
+            display_url,
+            url_secret: url_secret(remote_url),
+        };
+        result.map_err(|e| {
+            ws.error(
+                e,
+                &format!(
+                    "cannot set origin of {} to {}",
+                    dir.display(),
+                    ws.display_url
+                ),
+            )
+        })?;
+        Ok(ws)
+    }
+
+    fn clone_into(url: &str, dir: &Path, auth: &Auth, display_url: String) -> Result<Workspace> {
+        let attempts = Cell::new(0);
+        let mut fetch = FetchOptions::new();
+        fetch
+            .remote_callbacks(remote_callbacks(auth, &attempts))
+            .proxy_options(proxy_auto())
+            .download_tags(AutotagOption::None);
+        let mut builder = git2::build::RepoBuilder::new();
+        builder.bare(true).fetch_options(fetch);
+        match builder.clone(url, dir) {
+            Ok(repo) => Ok(Workspace {
+                repo,
+                auth: auth.clone(),
+                display_url,
+                url_secret: url_secret(url),
+            }),
+            Err(e) => Err(anyhow!(
+                "cannot clone {} into {}: {}",
+                display_url,
+                dir.display(),
+                scrub(e.message(), auth, url_secret(url).as_deref())
+            )),
+        }
+    }
+
+    /// The underlying repository, for what this module does not cover.
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The repository's git directory.
+    pub fn path(&self) -> &Path {
+        self.repo.path()
+    }
+
+    /// Fetches every branch of origin into `refs/remotes/origin/*`, deleting tracking refs of
+    /// branches origin no longer has, and points `refs/remotes/origin/HEAD` at origin's `HEAD`.
+    pub fn fetch(&self) -> Result<()> {
+        let mut remote = self
+            .repo
+            .find_remote(ORIGIN)
+            .map_err(|e| self.error(e, "the workspace has no origin remote"))?;
+        let attempts = Cell::new(0);
+        let mut options = FetchOptions::new();
+        options
+            .remote_callbacks(remote_callbacks(&self.auth, &attempts))
+            .proxy_options(proxy_auto())
+            .prune(FetchPrune::On)
+            .download_tags(AutotagOption::None);
+        remote
+            .fetch(
+                &["+refs/heads/*:refs/remotes/origin/*"],
+                Some(&mut options),
+                Some("rebake: fetch"),
+            )
+            .map_err(|e| self.error(e, &format!("cannot fetch from {}", self.display_url)))?;
+
+        // origin's HEAD, from the advertisement of the fetch that just ran.
+        let head = remote
+            .default_branch()
+            .ok()
+            .and_then(|buf| buf.as_str().ok().map(str::to_owned));
+        if let Some(branch) = head.as_deref().and_then(|r| r.strip_prefix("refs/heads/")) {
+            let tracking = format!("{TRACKING_PREFIX}{branch}");
+            if self.repo.find_reference(&tracking).is_ok() {
+                self.repo
+                    .reference_symbolic(
+                        "refs/remotes/origin/HEAD",
+                        &tracking,
+                        true,
+                        "rebake: origin HEAD",
+                    )
+                    .map_err(|e| self.error(e, "cannot record origin's HEAD"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// origin's default branch as of the last fetch: what origin's `HEAD` points at, else
+    /// `main`, else `master` (whichever origin has).
+    pub fn default_branch(&self) -> Result<String> {
+        if let Ok(head) = self.repo.find_reference("refs/remotes/origin/HEAD") {
+            if let Some(branch) = head
+                .symbolic_target()
+                .ok()
+                .flatten()
+                .and_then(|t| t.strip_prefix(TRACKING_PREFIX))
+            {
+                if self.remote_head(branch)?.is_some() {
+                    return Ok(branch.to_owned());
+                }
+            }
+        }
+        for branch in ["main", "master"] {
+            if self.remote_head(branch)?.is_some() {
+                return Ok(branch.to_owned());
+            }
+        }
+        bail!(
+            "cannot tell the default branch of {}: it has no HEAD, no main and no master branch \
+             (is it empty? push a first commit to it)",
+            self.display_url
+        )
+    }
+
+    /// The commit origin's `branch` pointed at as of the last fetch or push; `None` when origin
+    /// had no such branch.
+    pub fn remote_head(&self, branch: &str) -> Result<Option<Oid>> {
+        let name = format!("{TRACKING_PREFIX}{branch}");
+        match self.repo.find_reference(&name) {
+            Ok(reference) => {
+                let oid = reference
+                    .peel_to_commit()
+                    .map_err(|e| self.error(e, &format!("{name} does not point at a commit")))?
+                    .id();
+                Ok(Some(oid))
+            }
+            Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidSpec) => Ok(None),
+            Err(e) => Err(self.error(e, &format!("cannot read {name}"))),
+        }
+    }
+
+    /// Asks origin now (one connection, nothing downloaded) where its `branch` points.
+    pub fn ls_remote(&self, branch: &str) -> Result<Option<Oid>> {
+        let refname = branch_ref(branch)?;
+        self.live_ref(&refname)
+    }
+
+    fn live_ref(&self, refname: &str) -> Result<Option<Oid>> {
+        let mut remote = self
+            .repo
+            .find_remote(ORIGIN)
+            .map_err(|e| self.error(e, "the workspace has no origin remote"))?;
+        let attempts = Cell::new(0);
+        let connection = remote
+            .connect_auth(
+                Direction::Fetch,
+                Some(remote_callbacks(&self.auth, &attempts)),
+                Some(proxy_auto()),
+            )
+            .map_err(|e| self.error(e, &format!("cannot connect to {}", self.display_url)))?;
+        let heads = connection
+            .list()
+            .map_err(|e| self.error(e, &format!("cannot list refs of {}", self.display_url)))?;
+        Ok(heads
+            .iter()
+            .find(|h| h.name() == refname)
+            .map(|h| h.oid())
+            .filter(|oid| !oid.is_zero()))
+    }
+
+    /// Writes a commit whose parent is `base` and whose tree is `base`'s tree with `files`
+    /// replaced: `(path, Some(bytes))` writes a file (creating directories as needed, keeping
+    /// the executable bit of a file it replaces), `(path, None)` deletes one (directories left
+    /// empty disappear; deleting a missing file is not an error). Paths are relative to the
+    /// repository root. No ref is moved and nothing is checked out. `time` (seconds since the
+    /// epoch, UTC) makes the commit reproducible; `None` means now.
+    pub fn commit_on(
+        &self,
+        base: Oid,
+        files: &[(PathBuf, Option<Vec<u8>>)],
+        message: &str,
+        author: &Identity,
+        committer: &Identity,
+        time: Option<i64>,
+    ) -> Result<Oid> {
+        let parent = self
+            .repo
+            .find_commit(base)
+            .map_err(|e| self.error(e, &format!("base commit {base} not found")))?;
+        let base_tree = parent
+            .tree()
+            .map_err(|e| self.error(e, &format!("cannot read the tree of {base}")))?;
+
+        let mut changes = BTreeMap::new();
+        for (path, content) in files {
+            add_change(&mut changes, path, content.as_deref())?;
+        }
+        let tree_id = match self.apply_changes(Some(&base_tree), &changes, "")? {
+            Some(id) => id,
+            None => self
+                .repo
+                .treebuilder(None)
+                .and_then(|b| b.write())
+                .map_err(|e| self.error(e, "cannot write an empty tree"))?,
+        };
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(|e| self.error(e, "cannot read the new tree"))?;
+
+        let author = signature(author, time).context("invalid author")?;
+        let committer = signature(committer, time).context("invalid committer")?;
+        self.repo
+            .commit(None, &author, &committer, message, &tree, &[&parent])
+            .map_err(|e| self.error(e, &format!("cannot write a commit on {base}")))
+    }
+
+    /// Applies `changes` to `base` (a directory of the tree, at `prefix`). `None`: the result
+    /// is an empty directory, which git does not store.
+    fn apply_changes(
+        &self,
+        base: Option<&Tree<'_>>,
+        changes: &BTreeMap<String, Change>,
+        prefix: &str,
+    ) -> Result<Option<Oid>> {
+        let mut builder = self
+            .repo
+            .treebuilder(base)
+            .map_err(|e| self.error(e, "cannot start a tree"))?;
+        for (name, change) in changes {
+            let path = format!("{prefix}{name}");
+            let existing = base.and_then(|t| t.get_name(name));
+            let existing_kind = existing.as_ref().and_then(|e| e.kind());
+            match change {
+                Change::File(Some(data)) => {
+                    if existing_kind == Some(ObjectType::Tree) {
+                        bail!("cannot write file {path}: it is a directory in the base commit");
+                    }
+                    let mode = match existing.as_ref().map(|e| e.filemode()) {
+                        Some(MODE_BLOB_EXECUTABLE) => MODE_BLOB_EXECUTABLE,
+                        _ => MODE_BLOB,
+                    };
+                    let blob = self
+                        .repo
+                        .blob(data)
+                        .map_err(|e| self.error(e, &format!("cannot store {path}")))?;
+                    builder
+                        .insert(name.as_str(), blob, mode)
+                        .map_err(|e| self.error(e, &format!("cannot add {path}")))?;
+                }
+                Change::File(None) => {
+                    if existing_kind == Some(ObjectType::Tree) {
+                        bail!("cannot delete file {path}: it is a directory in the base commit");
+                    }
+                    if existing.is_some() {
+                        builder
+                            .remove(name.as_str())
+                            .map_err(|e| self.error(e, &format!("cannot delete {path}")))?;
+                    }
+                }
+                Change::Dir(inner) => {
+                    let subtree = match (&existing, existing_kind) {
+                        (Some(entry), Some(ObjectType::Tree)) => {
+                            Some(self.repo.find_tree(entry.id()).map_err(|e| {
+                                self.error(e, &format!("cannot read directory {path}"))
+                            })?)
+                        }
+                        (Some(_), _) => {
+                            bail!("cannot write under {path}/: it is a file in the base commit")
+                        }
+                        (None, _) => None,
+                    };
+                    match self.apply_changes(subtree.as_ref(), inner, &format!("{path}/"))? {
+                        Some(id) => {
+                            builder
+                                .insert(name.as_str(), id, MODE_TREE)
+                                .map_err(|e| self.error(e, &format!("cannot add {path}/")))?;
+                        }
+                        None if existing.is_some() => builder
+                            .remove(name.as_str())
+                            .map_err(|e| self.error(e, &format!("cannot delete {path}/")))?,
+                        None => {}
+                    }
+                }
+            }
+        }
+        if builder.is_empty() {
+            return Ok(None);
+        }
+        let id = builder
+            .write()
+            .map_err(|e| self.error(e, &format!("cannot write tree {prefix}")))?;
+        Ok(Some(id))
+    }
+
+    /// Whether two commits (or trees) have identical contents. Unknown objects are never equal.
+    pub fn tree_equal(&self, a: Oid, b: Oid) -> bool {
+        match (self.tree_id(a), self.tree_id(b)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn tree_id(&self, oid: Oid) -> Option<Oid> {
+        let object = self.repo.find_object(oid, None).ok()?;
+        object.peel_to_tree().ok().map(|t| t.id())
+    }
+
+    /// The full message (title, blank line, body) of a commit.
+    pub fn commit_message(&self, oid: Oid) -> Result<String> {
+        let commit = self
+            .repo
+            .find_commit(oid)
+            .map_err(|e| self.error(e, &format!("commit {oid} not found")))?;
+        Ok(String::from_utf8_lossy(commit.message_bytes()).into_owned())
+    }
+
+    /// The contents of the file at `path` in `commit`; `None` when there is no such path.
+    pub fn read_file(&self, commit: Oid, path: impl AsRef<Path>) -> Result<Option<Vec<u8>>> {
+        let path = path.as_ref();
+        let tree = self
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.error(e, &format!("commit {commit} not found")))?;
+        let entry = match tree.get_path(path) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(self.error(e, &format!("cannot look up {}", path.display())));
+            }
+        };
+        if entry.kind() != Some(ObjectType::Blob) {
+            bail!("{} in {commit} is not a file", path.display());
+        }
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(|e| self.error(e, &format!("cannot read {}", path.display())))?;
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    /// Whether `ancestor` is `of` or one of its ancestors (`git merge-base --is-ancestor`).
+    pub fn is_ancestor(&self, ancestor: Oid, of: Oid) -> Result<bool> {
+        if ancestor == of {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(of, ancestor)
+            .map_err(|e| self.error(e, &format!("cannot compare {ancestor} with {of}")))
+    }
+
+    /// Up to `limit` commits from `from` following first parents only (`from` first): on a
+    /// default branch, the commits that landed on it, merges included, in order.
+    pub fn log_first_parent(&self, from: Oid, limit: usize) -> Vec<Oid> {
+        let walk = || -> std::result::Result<Vec<Oid>, git2::Error> {
+            let mut walk = self.repo.revwalk()?;
+            walk.set_sorting(Sort::NONE)?;
+            walk.simplify_first_parent()?;
+            walk.push(from)?;
+            Ok(walk.take(limit).map_while(|r| r.ok()).collect())
+        };
+        walk().unwrap_or_default()
+    }
+
+    /// Sets origin's `refs/heads/<branch>` to `new` if, and only if, origin has it at
+    /// `expected` (`None`: the branch must not exist). Otherwise nothing changes on origin and
+    /// the answer is [`PushOutcome::LeaseBroken`] with what origin has. A branch that already
+    /// points at `new` counts as pushed. After a push, [`Workspace::remote_head`] returns `new`.
+    pub fn push_with_lease(
+        &self,
+        branch: &str,
+        new: Oid,
+        expected: Option<Oid>,
+    ) -> Result<PushOutcome> {
+        let refname = branch_ref(branch)?;
+        if self.repo.find_commit(new).is_err() {
+            bail!("cannot push {new} to {branch}: no such commit in the workspace");
+        }
+        let spec = match expected {
+            Some(_) => format!("+{new}:{refname}"),
+            None => format!("{new}:{refname}"),
+        };
+        let outcome = self.push_leased(&refname, &spec, Some(new), expected)?;
+        if outcome == PushOutcome::Pushed {
+            let tracking = format!("{TRACKING_PREFIX}{branch}");
+            self.repo
+                .reference(&tracking, new, true, "rebake: push")
+                .map_err(|e| self.error(e, &format!("cannot update {tracking}")))?;
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes origin's `refs/heads/<branch>` if, and only if, it points at `expected`.
+    /// A branch that is already gone counts as deleted.
+    pub fn delete_remote_branch(&self, branch: &str, expected: Oid) -> Result<PushOutcome> {
+        let refname = branch_ref(branch)?;
+        let spec = format!(":{refname}");
+        let outcome = self.push_leased(&refname, &spec, None, Some(expected))?;
+        if outcome == PushOutcome::Pushed {
+            let tracking = format!("{TRACKING_PREFIX}{branch}");
+            match self.repo.find_reference(&tracking) {
+                Ok(mut r) => r
+                    .delete()
+                    .map_err(|e| self.error(e, &format!("cannot delete {tracking}")))?,
+                Err(e) if e.code() == ErrorCode::NotFound => {}
+                Err(e) => return Err(self.error(e, &format!("cannot read {tracking}"))),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One push of `spec` (which updates `refname` to `new`, or deletes it when `new` is None),
+    /// leased on `expected`.
+    fn push_leased(
+        &self,
+        refname: &str,
+        spec: &str,
+        new: Option<Oid>,
+        expected: Option<Oid>,
+    ) -> Result<PushOutcome> {
+        let mut remote = self
+            .repo
+            .find_remote(ORIGIN)
+            .map_err(|e| self.error(e, "the workspace has no origin remote"))?;
+
+        // Why the push was cancelled before upload, when it was.
+        let cancelled: Cell<Option<PushOutcome>> = Cell::new(None);
+        let rejected: RefCell<Option<String>> = RefCell::new(None);
+        let attempts = Cell::new(0);
+
+        let mut callbacks = remote_callbacks(&self.auth, &attempts);
+        callbacks.push_negotiation(|updates| {
+            for update in updates {
+                if update.dst_refname_bytes() != refname.as_bytes() {
+                    continue;
+                }
+                let current = Some(update.src()).filter(|oid| !oid.is_zero());
+                if current == new {
+                    // Already where we want it: nothing to do, and nothing to overwrite.
+                    cancelled.set(Some(PushOutcome::Pushed));
+                } else if current != expected {
+                    cancelled.set(Some(PushOutcome::LeaseBroken { remote: current }));
+                } else {
+                    continue;
+                }
+                return Err(git2::Error::from_str("rebake: push cancelled by the lease"));
+            }
+            Ok(())
+        });
+        callbacks.push_update_reference(|name, status| {
+            if let Some(status) = status {
+                *rejected.borrow_mut() = Some(format!("{name}: {status}"));
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options
+            .remote_callbacks(callbacks)
+            .proxy_options(proxy_auto());
+
+        let result = remote.push(&[spec], Some(&mut options));
+        drop(options);
+        if let Some(outcome) = cancelled.get() {
+            tracing::debug!(refname, ?outcome, "push decided at negotiation");
+            return Ok(outcome);
+        }
+        result.map_err(|e| {
+            self.error(e, &format!("cannot push {refname} to {}", self.display_url))
+        })?;
+        if let Some(reason) = rejected.into_inner() {
+            // Refused by origin: most likely the ref moved after negotiation. Look again.
+            let now = self.live_ref(refname)?;
+            if now == new {
+                return Ok(PushOutcome::Pushed);
+            }
+            if now != expected {
+                return Ok(PushOutcome::LeaseBroken { remote: now });
+            }
+            bail!(
+                "{} refused the update of {refname}: {} (check the token's permission to push \
+                 and any branch protection on {refname})",
+                self.display_url,
+                self.scrub(&reason)
+            );
+        }
+        Ok(PushOutcome::Pushed)
+    }
+
+    /// A git2 error as an anyhow error with `what` in front, without any secret.
+    fn error(&self, e: git2::Error, what: &str) -> anyhow::Error {
+        anyhow!("{}: {}", self.scrub(what), self.scrub(e.message()))
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        scrub(text, &self.auth, self.url_secret.as_deref())
+    }
+}
+
+/// One node of the requested changes, by path component.
+enum Change {
+    File(Option<Vec<u8>>),
+    Dir(BTreeMap<String, Change>),
+}
+
+fn add_change(
+    changes: &mut BTreeMap<String, Change>,
+    path: &Path,
+    content: Option<&[u8]>,
+) -> Result<()> {
+    let mut names = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => {
+                let name = name
+                    .to_str()
+                    .ok_or_else(|| anyhow!("path {} is not valid UTF-8", path.display()))?;
+                if name.eq_ignore_ascii_case(".git") {
+                    bail!("path {} would write inside .git", path.display());
+                }
+                names.push(name.to_owned());
+            }
+            Component::CurDir => {}
+            _ => bail!(
+                "path {} must be relative to the repository root, without '..'",
+                path.display()
+            ),
+        }
+    }
+    let Some((file, dirs)) = names.split_last() else {
+        bail!("empty path in the files to commit");
+    };
+    let mut level = changes;
+    for dir in dirs {
+        let node = level
+            .entry(dir.clone())
+            .or_insert_with(|| Change::Dir(BTreeMap::new()));
+        level = match node {
+            Change::Dir(inner) => inner,
+            Change::File(_) => bail!(
+                "path {} is under a path that is itself in the files to commit",
+                path.display()
+            ),
+        };
+    }
+    if level.contains_key(file) {
+        bail!("path {} is in the files to commit twice", path.display());
+    }
+    level.insert(file.clone(), Change::File(content.map(<[u8]>::to_vec)));
+    Ok(())
+}
+
+fn branch_ref(branch: &str) -> Result<String> {
+    let refname = format!("refs/heads/{branch}");
+    if branch.is_empty() || !git2::Reference::is_valid_name(&refname) {
+        bail!("'{branch}' is not a valid branch name");
+    }
+    Ok(refname)
+}
+
+fn signature(who: &Identity, time: Option<i64>) -> Result<Signature<'static>> {
+    let signature = match time {
+        Some(seconds) => Signature::new(&who.name, &who.email, &Time::new(seconds, 0)),
+        None => Signature::now(&who.name, &who.email),
+    };
+    signature.map_err(|e| anyhow!("{} <{}>: {}", who.name, who.email, e.message()))
+}
+
+fn proxy_auto() -> ProxyOptions<'static> {
+    let mut proxy = ProxyOptions::new();
+    proxy.auto();
+    proxy
+}
+
+/// Callbacks that answer libgit2's credential requests from `auth`.
+fn remote_callbacks<'a>(auth: &'a Auth, attempts: &'a Cell<u32>) -> RemoteCallbacks<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(move |url, username_from_url, allowed| {
+        credentials(auth, attempts, url, username_from_url, allowed)
+    });
+    callbacks
+}
+
+fn credentials(
+    auth: &Auth,
+    attempts: &Cell<u32>,
+    url: &str,
+    username_from_url: Option<&str>,
+    allowed: CredentialType,
+) -> std::result::Result<Cred, git2::Error> {
+    let url = redact_url(url);
+    let ssh_user = username_from_url.unwrap_or("git");
+    // An ssh username is not a credential: asking for it does not count as an attempt.
+    if allowed == CredentialType::USERNAME {
+        return Cred::username(ssh_user);
+    }
+    let attempt = attempts.get() + 1;
+    attempts.set(attempt);
+    if attempt > MAX_CREDENTIAL_ATTEMPTS {
+        let what = match auth {
+            Auth::None => "the remote requires credentials and none are configured".to_owned(),
+            Auth::Token(_) => "the token was rejected (is it valid, and does it have permission \
+                               to read and push to this repository?)"
+                .to_owned(),
+            Auth::SshAgent => "no key of the ssh-agent was accepted".to_owned(),
+            Auth::SshKey { private, .. } => {
+                format!("the ssh key {} was rejected", private.display())
+            }
+        };
+        return Err(git2::Error::from_str(&format!(
+            "authentication to {url} failed: {what}"
+        )));
+    }
+    match auth {
+        Auth::None if allowed.contains(CredentialType::DEFAULT) => Cred::default(),
+        Auth::None => Err(git2::Error::from_str(&format!(
+            "{url} asks for credentials and none are configured"
+        ))),
+        Auth::Token(token) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+            Cred::userpass_plaintext("x-access-token", token)
+        }
+        Auth::Token(_) => Err(git2::Error::from_str(&format!(
+            "a token authenticates only over https; {url} asks for another kind of credentials"
+        ))),
+        Auth::SshAgent if allowed.contains(CredentialType::SSH_KEY) => {
+            Cred::ssh_key_from_agent(ssh_user)
+        }
+        Auth::SshKey {
+            private,
+            passphrase,
+        } if allowed.contains(CredentialType::SSH_KEY) => {
+            Cred::ssh_key(ssh_user, None, private, passphrase.as_deref())
+        }
+        Auth::SshAgent | Auth::SshKey { .. } => Err(git2::Error::from_str(&format!(
+            "an ssh key authenticates only over ssh; {url} asks for another kind of credentials"
+        ))),
+    }
+}
+
+/// `text` with every secret of `auth`, and `url_secret`, replaced by `***`.
+fn scrub(text: &str, auth: &Auth, url_secret: Option<&str>) -> String {
+    let mut text = text.to_owned();
+    for secret in auth.secrets().into_iter().chain(url_secret) {
+        if !secret.is_empty() {
+            text = text.replace(secret, "***");
+        }
+    }
+    text
+}
+
+/// The part of `url`'s user info that `redact_url` hides, if any.
+fn url_secret(url: &str) -> Option<String> {
+    let (_, authority) = split_authority(url)?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    match userinfo.split_once(':') {
+        Some((_, password)) => Some(password.to_owned()),
+        None if url.starts_with("http") => Some(userinfo.to_owned()),
+        None => None,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+/// `url` split after `scheme://`, and the authority (`user@host:port`) that follows.
+fn split_authority(url: &str) -> Option<(usize, &str)> {
+    let rest_start = url.find("://")? + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    Some((rest_start, &rest[..authority_end]))
+}
+
+/// `url` without a password (or token) in its user part: `https://user:pw@host/x` →
+/// `https://user:***@host/x`, `https://token@host/x` → `https://***@host/x`. scp-like ssh
+/// addresses (`git@host:x`) and paths are returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((rest_start, authority)) = split_authority(url) else {
+        return url.to_owned();
+    };
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let redacted = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        // A lone user part over http(s) is usually a token; over ssh it is the login.
+        None if url.starts_with("http") => "***".to_owned(),
+        None => userinfo.to_owned(),
+    };
+    format!(
+        "{}{}{}",
+        &url[..rest_start],
+        redacted,
+        &url[rest_start + at..]
+    )
+}
