@@ -221,6 +221,7 @@ pub struct BuildRequest {
     pub sources: Option<PathBuf>,
     pub no_push: bool,
     pub force: bool,
+    pub no_cache: bool,
     pub format: OutputFormat,
 }
 
@@ -254,6 +255,7 @@ pub fn build(ctx: &Context, req: BuildRequest) -> Result<u8> {
                 config.registry.clone()
             },
             force: req.force,
+            no_cache: req.no_cache,
             source_url: config.forge.as_ref().map(|f| match &f.repository {
                 Some(r) => format!("{}/{r}", f.url.trim_end_matches('/')),
                 None => f.url.clone(),
@@ -469,6 +471,7 @@ pub fn propose(ctx: &Context, req: ProposeRequest) -> Result<u8> {
                     config.registry.clone()
                 },
                 force: false,
+                no_cache: false,
                 source_url: config.forge.as_ref().map(|f| f.url.clone()),
             },
             tracker,

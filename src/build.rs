@@ -932,6 +932,19 @@ pub async fn build_image(
     labels: BTreeMap<String, String>,
     log_path: &Path,
 ) -> Result<String> {
+    build_image_with(docker, repo, policy, dockerfile, labels, log_path, false).await
+}
+
+/// [`build_image`], optionally without the engine's layer cache (`rebake build --no-cache`).
+pub async fn build_image_with(
+    docker: &Docker,
+    repo: &Path,
+    policy: &Policy,
+    dockerfile: &str,
+    labels: BTreeMap<String, String>,
+    log_path: &Path,
+    no_cache: bool,
+) -> Result<String> {
     let name = &policy.name;
     if !crate::policy::is_valid_image_name(name) {
         bail!("image {name:?}: not a valid image name");
@@ -949,6 +962,7 @@ pub async fn build_image(
         t: Some(tag.clone()),
         rm: true,
         forcerm: true,
+        nocache: no_cache,
         labels: Some(labels.into_iter().collect::<HashMap<_, _>>()),
         ..Default::default()
     };

@@ -70,6 +70,9 @@ enum Command {
         /// Rebuild even when the lock is current.
         #[arg(long)]
         force: bool,
+        /// Build without the engine's layer cache (every RUN step runs again).
+        #[arg(long)]
+        no_cache: bool,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
             sources,
             no_push,
             force,
+            no_cache,
             format,
         } => app::build(
             &ctx,
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
                 sources,
                 no_push,
                 force,
+                no_cache,
                 format: format.into(),
             },
         ),

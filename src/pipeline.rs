@@ -31,6 +31,8 @@ pub struct BuildPlan {
     /// None: no push; the engine's image id is the identity.
     pub registry: Option<RegistryConfig>,
     pub force: bool,
+    /// Build without the engine's layer cache.
+    pub no_cache: bool,
     /// `org.opencontainers.image.source`, when the forge is known.
     pub source_url: Option<String>,
 }
@@ -335,9 +337,17 @@ async fn build_one(
         sha256_hex(inputs.as_bytes()),
     );
     let log_path = plan.state_dir.join("logs").join(format!("{name}.log"));
-    let image_id = build::build_image(docker, &plan.repo, policy, &dockerfile, labels, &log_path)
-        .await
-        .with_context(|| format!("image {name}: build stage (log: {})", log_path.display()))?;
+    let image_id = build::build_image_with(
+        docker,
+        &plan.repo,
+        policy,
+        &dockerfile,
+        labels,
+        &log_path,
+        plan.no_cache,
+    )
+    .await
+    .with_context(|| format!("image {name}: build stage (log: {})", log_path.display()))?;
     let installed = build::inventory(docker, &image_id)
         .await
         .with_context(|| format!("image {name}: inventory"))?;

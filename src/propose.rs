@@ -504,6 +504,16 @@ async fn propose_one<F: Forge>(
         let b = branch.clone();
         with_workspace(run, move |ws| ws.remote_head(&b)).await?
     };
+    if branch_head.is_none() && opened >= policy.review.max_open {
+        return Ok(result(
+            Action::Skipped,
+            None,
+            None,
+            Some(format!(
+                "not opened: {opened} proposals opened in this run (review.max_open)"
+            )),
+        ));
+    }
     let mut reuse = None;
     if let Some(head) = branch_head {
         let originals: Vec<Option<Vec<u8>>> = files
@@ -596,8 +606,13 @@ async fn propose_one<F: Forge>(
     let passed = new_lock.tests.as_ref().is_some_and(|t| t.passed);
     let may_open = opened < policy.review.max_open;
     let (mut action, p) = reconcile(forge, &new, &head.to_string(), passed, may_open).await?;
-    if reuse.is_none() && action == Action::Unchanged {
-        action = Action::Updated;
+    if reuse.is_none() && action != Action::Opened {
+        // A new commit was pushed: on plain git a new branch *is* the new proposal.
+        action = if branch_head.is_none() {
+            Action::Opened
+        } else {
+            Action::Updated
+        };
     }
     let detail = (action == Action::Skipped).then(|| {
         format!(
