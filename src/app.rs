@@ -356,6 +356,144 @@ pub fn render(ctx: &Context, req: RenderRequest) -> Result<u8> {
     Ok(if differs { 1 } else { 0 })
 }
 
+/// The GitOps repository's remote, its credentials, the local bare clone, and the forge.
+pub struct Connection {
+    pub remote_url: String,
+    pub auth: crate::git::Auth,
+    pub workspace_dir: PathBuf,
+    pub forge: crate::forge::AnyForge,
+}
+
+/// Chooses the forge from rebake.yaml (none: plain git on the repository's `origin`). Must run
+/// inside the async runtime (the GitHub client needs it).
+pub fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> Result<Connection> {
+    use crate::config::ForgeKind;
+    use crate::forge::{github, gitea, plain::PlainGit, AnyForge};
+    let retry = crate::forge::http::RetryPolicy::default();
+    let (remote_url, auth) = match &config.forge {
+        Some(f) if f.kind == ForgeKind::Git => (f.url.clone(), crate::git::Auth::None),
+        Some(f) => {
+            let token = token_from_env(f.token_env.as_deref(), &f.url)?;
+            (origin_url(&ctx.repo)?, crate::git::Auth::Token(token))
+        }
+        None => (origin_url(&ctx.repo)?, crate::git::Auth::None),
+    };
+    let key: String = crate::git::redact_url(&remote_url)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let workspace_dir = state_dir.join("workspaces").join(key);
+    let forge = match &config.forge {
+        Some(f) if f.kind != ForgeKind::Git => {
+            let slug = f
+                .repository
+                .as_ref()
+                .ok_or_else(|| anyhow!("forge: `repository: owner/name` is required"))?;
+            let token = token_from_env(f.token_env.as_deref(), &f.url)?;
+            if f.kind == ForgeKind::Github {
+                AnyForge::GitHub(github::GitHub::new(
+                    &f.url,
+                    &slug.owner,
+                    &slug.name,
+                    github::GitHubAuth::Token(token),
+                    retry,
+                )?)
+            } else {
+                AnyForge::Gitea(gitea::Gitea::new(
+                    &f.url,
+                    &slug.owner,
+                    &slug.name,
+                    token,
+                    retry,
+                )?)
+            }
+        }
+        _ => AnyForge::Plain(PlainGit::new(
+            &workspace_dir,
+            &remote_url,
+            auth.clone(),
+            state_dir,
+        )),
+    };
+    Ok(Connection {
+        remote_url,
+        auth,
+        workspace_dir,
+        forge,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub images: Vec<String>,
+    pub commit: Option<String>,
+    pub format: OutputFormat,
+}
+
+/// `rebake deploy [--commit SHA]`.
+pub fn deploy(ctx: &Context, req: DeployRequest) -> Result<u8> {
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    let results = runtime()?.block_on(async {
+        let c = connect_forge(ctx, &config, &state_dir)?;
+        let run = crate::rollout::DeployRun {
+            remote_url: c.remote_url,
+            auth: c.auth,
+            workspace_dir: c.workspace_dir,
+            state_dir: state_dir.clone(),
+            engine_host: config.engine.host.clone(),
+            registry: config.registry.clone(),
+            commit: req.commit.clone(),
+        };
+        crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
+    })?;
+    print_rollouts(&results, req.format)?;
+    Ok(if results.iter().all(|r| r.ok()) { 0 } else { 1 })
+}
+
+fn print_rollouts(results: &[crate::rollout::ImageRollout], format: OutputFormat) -> Result<()> {
+    if format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(results)?);
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "IMAGE".to_string(),
+        "TARGET".into(),
+        "RESULT".into(),
+        "IMAGE REF".into(),
+    ]];
+    for r in results {
+        if let Some(note) = &r.note {
+            rows.push(vec![r.image.clone(), "-".into(), "nothing yet".into(), "-".into()]);
+            eprintln!("{}: {note}", r.image);
+        }
+        if let Some(why) = &r.refused {
+            rows.push(vec![
+                r.image.clone(),
+                "-".into(),
+                "refused".into(),
+                r.image_ref.clone().unwrap_or_else(|| "-".into()),
+            ]);
+            eprintln!("{}: refused: {why}", r.image);
+        }
+        for t in &r.targets {
+            rows.push(vec![
+                r.image.clone(),
+                t.target.clone(),
+                t.result.word().into(),
+                t.to.clone(),
+            ]);
+            if let crate::deploy::DeployResult::RolledBack { reason }
+            | crate::deploy::DeployResult::Failed { reason } = &t.result
+            {
+                eprintln!("{} on {}: {reason}", r.image, t.target);
+            }
+        }
+    }
+    print!("{}", crate::output::table(&rows));
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct ProposeRequest {
     pub images: Vec<String>,
@@ -393,59 +531,17 @@ fn token_from_env(var: Option<&str>, forge: &str) -> Result<String> {
 
 /// `rebake propose`: scan → build → one proposal per image with updates.
 pub fn propose(ctx: &Context, req: ProposeRequest) -> Result<u8> {
-    use crate::config::ForgeKind;
-    use crate::forge::{gitea, github, plain::PlainGit, AnyForge};
     let config = ctx.load_config()?;
     let entries = load_sources(req.sources.as_deref(), &config)?;
     let state_dir = ctx.state_dir(&config);
     let rt = runtime()?;
     let results = rt.block_on(async {
-        let retry = crate::forge::http::RetryPolicy::default();
-        let (remote_url, auth) = match &config.forge {
-            Some(f) if f.kind == ForgeKind::Git => (f.url.clone(), crate::git::Auth::None),
-            Some(f) => {
-                let token = token_from_env(f.token_env.as_deref(), &f.url)?;
-                (origin_url(&ctx.repo)?, crate::git::Auth::Token(token))
-            }
-            None => (origin_url(&ctx.repo)?, crate::git::Auth::None),
-        };
-        let key: String = crate::git::redact_url(&remote_url)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let workspace_dir = state_dir.join("workspaces").join(key);
-        let forge = match &config.forge {
-            Some(f) if f.kind != ForgeKind::Git => {
-                let slug = f
-                    .repository
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("forge: `repository: owner/name` is required"))?;
-                let token = token_from_env(f.token_env.as_deref(), &f.url)?;
-                if f.kind == ForgeKind::Github {
-                    AnyForge::GitHub(github::GitHub::new(
-                        &f.url,
-                        &slug.owner,
-                        &slug.name,
-                        github::GitHubAuth::Token(token),
-                        retry,
-                    )?)
-                } else {
-                    AnyForge::Gitea(gitea::Gitea::new(
-                        &f.url,
-                        &slug.owner,
-                        &slug.name,
-                        token,
-                        retry,
-                    )?)
-                }
-            }
-            _ => AnyForge::Plain(PlainGit::new(
-                &workspace_dir,
-                &remote_url,
-                auth.clone(),
-                &state_dir,
-            )),
-        };
+        let Connection {
+            remote_url,
+            auth,
+            workspace_dir,
+            forge,
+        } = connect_forge(ctx, &config, &state_dir)?;
         let tracker_json = config
             .security_tracker
             .as_ref()
@@ -516,4 +612,128 @@ pub fn propose(ctx: &Context, req: ProposeRequest) -> Result<u8> {
             0
         },
     )
+}
+
+/// The project's example policies and templates, built into the binary: the GitOps repository
+/// `rebake run --once` works on when it is given none.
+pub const EMBEDDED_DEFAULT: &[(&str, &str)] = &[
+    ("policies/debian.yaml", include_str!("../policies/debian.yaml")),
+    ("policies/nginx.yaml", include_str!("../policies/nginx.yaml")),
+    ("policies/postgres.yaml", include_str!("../policies/postgres.yaml")),
+    (
+        "templates/debian.Dockerfile.hbs",
+        include_str!("../templates/debian.Dockerfile.hbs"),
+    ),
+    (
+        "templates/nginx.Dockerfile.hbs",
+        include_str!("../templates/nginx.Dockerfile.hbs"),
+    ),
+    (
+        "templates/postgres.Dockerfile.hbs",
+        include_str!("../templates/postgres.Dockerfile.hbs"),
+    ),
+];
+
+/// Creates (once) a scratch GitOps repository under the state directory holding the embedded
+/// default: a bare `origin.git` (the plain-git forge's remote) and a clone `work` of it.
+/// Returns the clone; an existing one is left as it is (it may hold merges).
+pub fn embedded_default_repo(state_dir: &Path) -> Result<PathBuf> {
+    let root = state_dir.join("default");
+    let origin = root.join("origin.git");
+    let work = root.join("work");
+    if work.join(".git").exists() {
+        return Ok(work);
+    }
+    std::fs::create_dir_all(&root)?;
+    let bare = git2::Repository::init_opts(
+        &origin,
+        git2::RepositoryInitOptions::new()
+            .bare(true)
+            .initial_head("main"),
+    )
+    .with_context(|| format!("cannot create {}", origin.display()))?;
+    drop(bare);
+    let repo = git2::Repository::init_opts(
+        &work,
+        git2::RepositoryInitOptions::new().initial_head("main"),
+    )?;
+    for (path, text) in EMBEDDED_DEFAULT {
+        let p = work.join(path);
+        std::fs::create_dir_all(p.parent().unwrap_or(&work))?;
+        std::fs::write(&p, text)?;
+    }
+    let mut index = repo.index()?;
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let sig = git2::Signature::now("rebake", "rebake@localhost")?;
+    repo.commit(
+        Some("HEAD"),
+        &sig,
+        &sig,
+        "rebake's embedded default: example policies and templates",
+        &tree,
+        &[],
+    )?;
+    let mut remote = repo.remote("origin", &origin.display().to_string())?;
+    remote.push(&["refs/heads/main:refs/heads/main"], None)?;
+    Ok(work)
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub sources: Option<PathBuf>,
+    pub no_push: bool,
+}
+
+/// `rebake run --once`, the main job: scan → propose → deploy what has been merged. Without a
+/// `rebake.yaml` in the repository it runs on the embedded default.
+pub fn run_once(ctx: &Context, req: RunRequest) -> Result<u8> {
+    let mut ctx = ctx.clone();
+    let embedded = ctx.config.is_none() && !ctx.repo.join("rebake.yaml").exists();
+    if embedded {
+        let config = ctx.load_config()?;
+        let state_dir = ctx.state_dir(&config);
+        ctx.repo = embedded_default_repo(&state_dir)?;
+        println!(
+            "No rebake.yaml here: using the embedded default (example policies debian, nginx, postgres) in {}",
+            ctx.repo.display()
+        );
+    }
+    println!("\n== propose: scan, build, test, and one proposal per image with updates");
+    let proposed = propose(
+        &ctx,
+        ProposeRequest {
+            images: Vec::new(),
+            sources: req.sources.clone(),
+            no_push: req.no_push,
+            format: OutputFormat::Human,
+        },
+    )?;
+    println!("\n== deploy: what the default branch's locks record, where the policies say");
+    let deployed = deploy(
+        &ctx,
+        DeployRequest {
+            images: Vec::new(),
+            commit: None,
+            format: OutputFormat::Human,
+        },
+    )?;
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    println!("\nWhere to look:");
+    println!("  build logs:      {}", state_dir.join("logs").display());
+    println!("  deployments:     {}", state_dir.join("deployments.log").display());
+    if embedded {
+        println!(
+            "  proposals:       branches rebake/<image> of {}",
+            state_dir.join("default/origin.git").display()
+        );
+        println!(
+            "  to merge one:    git -C {0} pull -q origin main && git -C {0} merge origin/rebake/nginx && git -C {0} push origin main",
+            ctx.repo.display()
+        );
+        println!("  then run `rebake run --once` again to deploy the merged, tested digest.");
+    }
+    Ok(proposed.max(deployed))
 }

@@ -57,6 +57,27 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
+    /// Deploy the tested digests recorded in the default branch's locks to each policy's targets.
+    Deploy {
+        /// Images to deploy (default: all with deploy targets).
+        images: Vec<String>,
+        /// A commit of the default branch (default: its head).
+        #[arg(long)]
+        commit: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// The main job: scan, propose, and deploy what has been merged (embedded default without a rebake.yaml).
+    Run {
+        /// Run one pass and exit (the service is `rebake serve`).
+        #[arg(long, required = true)]
+        once: bool,
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        /// Do not push images to the registry.
+        #[arg(long)]
+        no_push: bool,
+    },
     /// Render, build from a verified base, test, push, and write the lock, per image.
     Build {
         /// Images to build (default: every policy's image).
@@ -155,6 +176,23 @@ fn main() -> ExitCode {
                 format: format.into(),
             },
         ),
+        Command::Deploy {
+            images,
+            commit,
+            format,
+        } => app::deploy(
+            &ctx,
+            app::DeployRequest {
+                images,
+                commit,
+                format: format.into(),
+            },
+        ),
+        Command::Run {
+            once: _,
+            sources,
+            no_push,
+        } => app::run_once(&ctx, app::RunRequest { sources, no_push }),
         Command::Render { images, check } => {
             app::render(&ctx, app::RenderRequest { images, check })
         }

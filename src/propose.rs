@@ -337,7 +337,7 @@ pub struct ProposeResult {
 }
 
 /// Writes every file of `commit`'s tree under `dir` (executable bits kept).
-fn export_tree(
+pub fn export_tree(
     repo: &git2::Repository,
     commit: git2::Oid,
     dir: &std::path::Path,

@@ -2,6 +2,7 @@ mod check;
 
 mod build;
 mod debian_semantics;
+mod deploy;
 mod examples;
 mod forge_gitea;
 mod forge_github;
@@ -12,5 +13,7 @@ mod propose;
 mod publish;
 mod render;
 mod scan;
+mod server;
 mod support;
 mod support_selftest;
+mod run_once;

@@ -1,0 +1,293 @@
+//! `rebake deploy`: roll out, for each image, exactly the digest its lock records at a commit of
+//! the default branch — and refuse, deploying nothing for that image, a digest whose lock does
+//! not record passing tests, that the registry (or engine) does not have, or whose proposal's
+//! `rebake/test` status is not success. Every deployment is recorded.
+
+use crate::config::RegistryConfig;
+use crate::deploy::{self, DeployOutcome, DeployResult};
+use crate::forge::{Forge, StatusState};
+use crate::git::{Auth, Workspace};
+use crate::lock::{self, Lock};
+use crate::policy::{DeployTarget, Policy};
+use anyhow::{anyhow, bail, Context, Result};
+use git2::Oid;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Everything one deploy run needs.
+pub struct DeployRun {
+    pub remote_url: String,
+    pub auth: Auth,
+    pub workspace_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub engine_host: String,
+    pub registry: Option<RegistryConfig>,
+    /// Deploy the locks at this commit of the default branch (default: its head).
+    pub commit: Option<String>,
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRollout {
+    pub image: String,
+    pub commit: String,
+    /// `repo@sha256:…` or the image id.
+    pub image_ref: Option<String>,
+    /// Why nothing was deployed for this image.
+    pub refused: Option<String>,
+    /// Nothing to deploy yet (no lock at this commit): not a failure.
+    pub note: Option<String>,
+    pub targets: Vec<DeployOutcome>,
+}
+
+impl ImageRollout {
+    pub fn ok(&self) -> bool {
+        self.refused.is_none()
+            && self.targets.iter().all(|t| {
+                matches!(t.result, DeployResult::Deployed | DeployResult::Unchanged)
+            })
+    }
+}
+
+async fn with_workspace<T: Send + 'static>(
+    run: &DeployRun,
+    f: impl FnOnce(&Workspace) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (url, dir, auth) = (
+        run.remote_url.clone(),
+        run.workspace_dir.clone(),
+        run.auth.clone(),
+    );
+    tokio::task::spawn_blocking(move || f(&Workspace::open_or_clone(&url, &dir, &auth)?)).await?
+}
+
+/// The proposal head that brought `image`'s current lock into `commit`: walking the first-parent
+/// history, the first commit whose lock differs from its parent's; for a merge, the merged
+/// branch's head (its second parent).
+fn proposal_head(ws: &Workspace, commit: Oid, image: &str) -> Result<Option<Oid>> {
+    let path = lock::path_for(Path::new(""), image);
+    let repo = ws.repo();
+    let mut current = repo.find_commit(commit)?;
+    let lock_at = |c: &git2::Commit| ws.read_file(c.id(), &path);
+    let ours = lock_at(&current)?;
+    loop {
+        let Ok(parent) = current.parent(0) else {
+            return Ok(Some(current.id()));
+        };
+        if lock_at(&parent)? != ours {
+            return Ok(Some(match current.parent_id(1) {
+                Ok(merged) => merged,
+                Err(_) => current.id(),
+            }));
+        }
+        current = parent;
+    }
+}
+
+/// Appends one JSON line per image to `<state>/deployments.log`: the record kept whatever the
+/// forge.
+fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(state_dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("deployments.log"))?;
+    let line = serde_json::json!({
+        "time": chrono::Utc::now().to_rfc3339(),
+        "image": r.image,
+        "commit": r.commit,
+        "image_ref": r.image_ref,
+        "refused": r.refused,
+        "targets": r.targets.iter().map(|t| serde_json::json!({
+            "target": t.target, "from": t.from, "to": t.to, "result": t.result.word(),
+            "reason": match &t.result {
+                DeployResult::RolledBack { reason } | DeployResult::Failed { reason } => Some(reason.clone()),
+                _ => None,
+            },
+            "duration_ms": t.duration.as_millis() as u64,
+        })).collect::<Vec<_>>(),
+    });
+    writeln!(f, "{line}")?;
+    Ok(())
+}
+
+/// The markdown comment a merged proposal gets.
+pub fn comment(r: &ImageRollout) -> String {
+    let mut s = format!(
+        "rebake deployed `{}` at {} (commit {}):\n\n| target | result | from | time |\n|---|---|---|---|\n",
+        r.image_ref.as_deref().unwrap_or("?"),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+        &r.commit[..r.commit.len().min(12)]
+    );
+    for t in &r.targets {
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.1} s |\n",
+            t.target,
+            t.result.word(),
+            t.from.as_deref().unwrap_or("-"),
+            t.duration.as_secs_f64()
+        ));
+    }
+    if let Some(why) = &r.refused {
+        s.push_str(&format!("\nRefused: {why}\n"));
+    }
+    s
+}
+
+/// Checks an image's lock may be deployed; the reason when not.
+async fn refusal<F: Forge>(
+    docker: &bollard::Docker,
+    forge: &F,
+    registry: Option<&RegistryConfig>,
+    lock: &Lock,
+    head: Option<Oid>,
+) -> Result<Option<String>> {
+    let Some(img) = &lock.image else {
+        return Ok(Some("the lock records no built image".into()));
+    };
+    if !lock.tests.as_ref().is_some_and(|t| t.passed) {
+        return Ok(Some("the lock does not record passing tests".into()));
+    }
+    match (&img.digest, registry) {
+        (Some(d), Some(reg)) => {
+            if !crate::publish::registry_has(reg, d).await? {
+                return Ok(Some(format!("the registry {} does not have {d}", reg.url)));
+            }
+        }
+        (Some(_), None) => {}
+        (None, _) => {
+            if docker.inspect_image(&img.id).await.is_err() {
+                return Ok(Some(format!(
+                    "the engine does not have image {} (and the lock records no registry digest)",
+                    img.id
+                )));
+            }
+        }
+    }
+    let Some(head) = head else {
+        return Ok(Some("cannot find the commit that brought this lock".into()));
+    };
+    match forge
+        .status(&head.to_string(), crate::propose::STATUS_CONTEXT)
+        .await
+    {
+        Ok(Some(StatusState::Success)) => Ok(None),
+        Ok(other) => Ok(Some(format!(
+            "the proposal head {} has {} status {}",
+            &head.to_string()[..12],
+            crate::propose::STATUS_CONTEXT,
+            match other {
+                None => "none".to_string(),
+                Some(s) => format!("{s:?}").to_lowercase(),
+            }
+        ))),
+        Err(e) => Ok(Some(format!("cannot read the proposal's status: {e}"))),
+    }
+}
+
+/// Deploys every image (or the named ones) whose lock at the commit names a digest that differs
+/// from what runs on its targets.
+pub async fn deploy_commit<F: Forge>(
+    run: &DeployRun,
+    forge: &F,
+    images: &[String],
+) -> Result<Vec<ImageRollout>> {
+    let wanted = run.commit.clone();
+    let commit = with_workspace(run, move |ws| {
+        ws.fetch()?;
+        let branch = ws.default_branch()?;
+        let head = ws
+            .remote_head(&branch)?
+            .ok_or_else(|| anyhow!("the remote has no branch {branch}"))?;
+        let commit = match wanted {
+            None => head,
+            Some(c) => {
+                let oid = ws
+                    .repo()
+                    .revparse_single(&c)
+                    .with_context(|| format!("no commit {c}"))?
+                    .peel_to_commit()?
+                    .id();
+                if !ws.is_ancestor(oid, head)? {
+                    bail!("commit {c} is not on the default branch {branch}; rebake deploys only what was merged");
+                }
+                oid
+            }
+        };
+        Ok(commit)
+    })
+    .await?;
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().to_path_buf();
+    with_workspace(run, move |ws| crate::propose::export_tree(ws.repo(), commit, &dir)).await?;
+    let policies: Vec<Policy> = crate::app::load_repo_policies(scratch.path(), images)?;
+    let docker = crate::engine::connect(&run.engine_host).await?;
+    let mut out = Vec::new();
+    for p in &policies {
+        let targets: Vec<&DeployTarget> = p
+            .deploy
+            .iter()
+            .filter(|t| !matches!(t, DeployTarget::Manifests(_)))
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let lock_path = lock::path_for(scratch.path(), &p.name);
+        let mut r = ImageRollout {
+            image: p.name.clone(),
+            commit: commit.to_string(),
+            image_ref: None,
+            refused: None,
+            note: None,
+            targets: Vec::new(),
+        };
+        let lock = match Lock::read(&lock_path) {
+            Ok(l) => l,
+            Err(_) if !lock_path.exists() => {
+                r.note = Some("no lock at this commit yet (nothing merged to deploy)".into());
+                out.push(r);
+                continue;
+            }
+            Err(e) => {
+                r.refused = Some(format!("{e:#}"));
+                record(&run.state_dir, &r)?;
+                out.push(r);
+                continue;
+            }
+        };
+        r.image_ref = lock
+            .image
+            .as_ref()
+            .map(|i| i.digest.clone().unwrap_or_else(|| i.id.clone()));
+        let name = p.name.clone();
+        let head = with_workspace(run, move |ws| proposal_head(ws, commit, &name)).await?;
+        r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, head).await?;
+        if r.refused.is_none() {
+            let image_ref = r.image_ref.clone().unwrap_or_default();
+            for t in targets {
+                let outcome = match t {
+                    DeployTarget::Docker(d) => {
+                        let docker = match &d.host {
+                            Some(h) => crate::engine::connect(h).await?,
+                            None => docker.clone(),
+                        };
+                        deploy::deploy_docker(&docker, d, &image_ref).await?
+                    }
+                    DeployTarget::Swarm(s) => {
+                        let docker = match &s.host {
+                            Some(h) => crate::engine::connect(h).await?,
+                            None => docker.clone(),
+                        };
+                        deploy::deploy_swarm(&docker, s, &image_ref).await?
+                    }
+                    DeployTarget::Manifests(_) => continue,
+                };
+                r.targets.push(outcome);
+            }
+        }
+        record(&run.state_dir, &r)?;
+        out.push(r);
+    }
+    Ok(out)
+}

@@ -1,0 +1,130 @@
+//! The main job, `rebake run --once`, on the embedded default, closing the loop a user sees:
+//! first run proposes (nothing merged, nothing deployed); a person merges the nginx proposal;
+//! the next run deploys exactly the tested image, which then serves its page; an untested or
+//! unknown image is refused.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rebake(cwd: &Path, state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rebake"))
+        .args(args)
+        .current_dir(cwd)
+        .env("REBAKE_STATE_DIR", state)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rebake")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Reviewer")
+        .env("GIT_AUTHOR_EMAIL", "reviewer@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Reviewer")
+        .env("GIT_COMMITTER_EMAIL", "reviewer@example.invalid")
+        .output()
+        .expect("git CLI (apt-get install git)");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn remove_container(name: &str) {
+    let _ = Command::new("docker").args(["rm", "-f", name]).output();
+}
+
+#[test]
+fn main_job_proposes_then_deploys_the_merged_tested_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    remove_container("rebake-nginx");
+
+    let first = rebake(dir.path(), &state, &["run", "--once"]);
+    let out = text(&first);
+    assert_eq!(first.status.code(), Some(0), "{out}");
+    assert!(out.contains("using the embedded default"), "{out}");
+    for image in ["debian", "nginx", "postgres"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(image) && l.contains("opened")),
+            "{image} not proposed:\n{out}"
+        );
+    }
+    assert!(out.contains("nothing merged to deploy"), "{out}");
+
+    // A reviewer merges the nginx proposal.
+    let work = state.join("default/work");
+    git(&work, &["pull", "-q", "origin", "main"]);
+    git(&work, &["fetch", "-q", "origin"]);
+    git(&work, &["merge", "-q", "--no-ff", "-m", "merge nginx update", "origin/rebake/nginx"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+
+    let second = rebake(dir.path(), &state, &["run", "--once"]);
+    let out = text(&second);
+    assert_eq!(second.status.code(), Some(0), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("nginx") && l.contains("docker:rebake-nginx"))
+        .unwrap_or_else(|| panic!("no nginx deploy row:\n{out}"));
+    assert!(row.contains("deployed"), "{row}");
+    let lock = rebake::lock::Lock::read(&work.join("images/nginx/rebake.lock")).unwrap();
+    let tested = lock.image.unwrap().id;
+    assert!(row.contains(&tested), "deployed what the lock says was tested: {row}");
+    let page = Command::new("curl")
+        .args(["-sf", "--max-time", "10", "http://127.0.0.1:8080/"])
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("Served by rebake"),
+        "{}",
+        String::from_utf8_lossy(&page.stdout)
+    );
+    let record = std::fs::read_to_string(state.join("deployments.log")).unwrap();
+    assert!(record.contains("\"deployed\""), "{record}");
+
+    // Again: the same digest already runs.
+    let third = rebake(dir.path(), &state, &["deploy", "--repo", work.to_str().unwrap()]);
+    let out = text(&third);
+    assert!(out.contains("unchanged"), "{out}");
+
+    // A lock that does not record passing tests is refused, and nothing is touched.
+    let lock_path = work.join("images/nginx/rebake.lock");
+    let untested = std::fs::read_to_string(&lock_path)
+        .unwrap()
+        .replace("passed: true", "passed: false");
+    std::fs::write(&lock_path, untested).unwrap();
+    git(&work, &["commit", "-q", "-am", "tamper: untested"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let refused = rebake(dir.path(), &state, &["deploy", "--repo", work.to_str().unwrap()]);
+    let out = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{out}");
+    assert!(out.contains("refused: the lock does not record passing tests"), "{out}");
+    let running = Command::new("docker")
+        .args(["inspect", "-f", "{{.Image}}", "rebake-nginx"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), tested);
+
+    // So is an image the engine (and no registry) has.
+    let unknown = std::fs::read_to_string(&lock_path)
+        .unwrap()
+        .replace("passed: false", "passed: true")
+        .replace(&tested, &format!("sha256:{}", "0".repeat(64)));
+    std::fs::write(&lock_path, unknown).unwrap();
+    git(&work, &["commit", "-q", "-am", "tamper: unknown image"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let refused = rebake(dir.path(), &state, &["deploy", "--repo", work.to_str().unwrap()]);
+    let out = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{out}");
+    assert!(out.contains("refused: the engine does not have image sha256:000"), "{out}");
+    remove_container("rebake-nginx");
+}

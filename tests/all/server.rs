@@ -1,0 +1,786 @@
+//! The service core (`rebake::server`) on 127.0.0.1 with a fake `Jobs` that records calls:
+//! signed GitHub and Gitea webhooks (real GitHub fixture payloads, a Gitea payload built from
+//! the documented fields), repeated deliveries, restarts, health, metrics and the scheduler.
+
+use anyhow::Result;
+use chrono::{DateTime, NaiveDate, Utc};
+use rebake::config::CronSchedule;
+use rebake::server::{
+    next_run, run_scheduler_once, serve, sign, Clock, Enqueued, Jobs, MergedProposal, ScanSummary,
+    ServeConfig, Service, WebhookForge,
+};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+
+const SECRET_ENV: &str = "REBAKE_TEST_SERVER_WEBHOOK_SECRET";
+const UNSET_SECRET_ENV: &str = "REBAKE_TEST_SERVER_WEBHOOK_SECRET_NEVER_SET";
+const SECRET: &str = "It's a Secret to Everybody";
+const MERGE_SHA: &str = "c4295bd74fb0f4fda03689c3df3f2803b658fd85";
+
+fn set_secret() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| std::env::set_var(SECRET_ENV, SECRET));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fake Jobs that records every call
+
+#[derive(Default)]
+struct FakeJobs {
+    scans: AtomicUsize,
+    deploys: Mutex<Vec<MergedProposal>>,
+    /// When set, every job waits for a permit before finishing.
+    gate: Option<Semaphore>,
+}
+
+impl FakeJobs {
+    fn gated() -> Self {
+        FakeJobs {
+            gate: Some(Semaphore::new(0)),
+            ..FakeJobs::default()
+        }
+    }
+    fn release(&self, n: usize) {
+        self.gate.as_ref().expect("a gated fake").add_permits(n);
+    }
+    fn deploys(&self) -> Vec<MergedProposal> {
+        self.deploys.lock().unwrap().clone()
+    }
+    async fn pass_gate(&self) {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
+    }
+}
+
+impl Jobs for FakeJobs {
+    async fn scan(&self) -> Result<ScanSummary> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        self.pass_gate().await;
+        Ok(ScanSummary {
+            findings: 3,
+            builds: 2,
+            proposals: 1,
+        })
+    }
+
+    async fn deploy(&self, merged: MergedProposal) -> Result<()> {
+        self.deploys.lock().unwrap().push(merged);
+        self.pass_gate().await;
+        Ok(())
+    }
+}
+
+/// Polls until `jobs` has recorded `n` deploys (or fails after 10 s).
+async fn wait_deploys(jobs: &FakeJobs, n: usize) {
+    for _ in 0..200 {
+        if jobs.deploys().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected {n} deploy calls within 10 s, got {:?}",
+        jobs.deploys()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server under test
+
+struct Running {
+    url: String,
+    client: reqwest::Client,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+async fn start(state_dir: &Path, secret_env: &str, jobs: Arc<FakeJobs>) -> Running {
+    set_secret();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let config = ServeConfig {
+        secret_env: secret_env.to_string(),
+        state_dir: state_dir.to_path_buf(),
+        schedule: None,
+    };
+    let task = tokio::spawn(serve(listener, config, jobs, async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        url,
+        client: reqwest::Client::new(),
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve task")
+            .expect("serve succeeds");
+    }
+
+    async fn get(&self, path: &str) -> (u16, String, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, content_type, response.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// A GitHub delivery signed with `secret`.
+    async fn github(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        secret: &str,
+    ) -> (u16, String) {
+        let headers = [
+            ("x-github-event", event.to_string()),
+            ("x-github-delivery", delivery.to_string()),
+            (
+                "x-hub-signature-256",
+                format!("sha256={}", sign(secret.as_bytes(), body)),
+            ),
+        ];
+        self.post("/webhook/github", &headers, body).await
+    }
+
+    /// A Gitea delivery signed with `secret`.
+    async fn gitea(&self, event: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, String) {
+        let headers = [
+            ("x-gitea-event", event.to_string()),
+            ("x-gitea-event-type", event.to_string()),
+            ("x-gitea-delivery", delivery.to_string()),
+            ("x-gitea-signature", sign(secret.as_bytes(), body)),
+        ];
+        self.post("/webhook/gitea", &headers, body).await
+    }
+
+    async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, _, text) = self.get("/metrics").await;
+        parse_metrics(&text).into_iter().find_map(
+            |(name, value)| {
+                if name == sample {
+                    Some(value)
+                } else {
+                    None
+                }
+            },
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+
+fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/github-webhooks")
+        .join(name)
+}
+
+fn github_fixture(name: &str) -> Value {
+    let path = fixture_path(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "GitHub webhook fixture {} is missing ({e}): the tests need ../shared/fixtures/ \
+             beside the crate",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+fn github_fixture_bytes(name: &str) -> Vec<u8> {
+    let path = fixture_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "GitHub webhook fixture {} is missing ({e}): the tests need ../shared/fixtures/ \
+             beside the crate",
+            path.display()
+        )
+    })
+}
+
+/// The fixture `pull_request.closed.3.json` (closed without merge) turned into the merge of a
+/// rebake proposal.
+fn github_merged(head_ref: &str) -> Vec<u8> {
+    let mut payload = github_fixture("pull_request.closed.3.json");
+    assert_eq!(payload["action"], "closed");
+    assert_eq!(payload["pull_request"]["merge_commit_sha"], MERGE_SHA);
+    payload["pull_request"]["merged"] = json!(true);
+    payload["pull_request"]["head"]["ref"] = json!(head_ref);
+    serde_json::to_vec_pretty(&payload).unwrap()
+}
+
+fn gitea_user() -> Value {
+    json!({
+        "id": 1, "login": "ops", "login_name": "", "source_id": 0, "full_name": "Ops",
+        "email": "ops@example.org", "avatar_url": "http://gitea.local/avatars/1",
+        "html_url": "http://gitea.local/ops", "language": "en-US", "is_admin": false,
+        "last_login": "2025-03-01T10:00:00Z", "created": "2025-01-01T10:00:00Z",
+        "restricted": false, "active": true, "prohibit_login": false, "location": "",
+        "website": "", "description": "", "visibility": "public", "followers_count": 0,
+        "following_count": 0, "starred_repos_count": 0, "username": "ops"
+    })
+}
+
+/// A Gitea `pull_request` payload for a merge, as Gitea v1.23 builds it
+/// (../shared/fixtures/gitea-webhooks/FIELDS.txt, section 2): action "closed",
+/// pull_request.merged true, merge_commit_sha set; 2-space indented like Gitea's MarshalIndent.
+fn gitea_merged(number: u64, head_ref: &str, head_label: &str, merge_sha: &str) -> Vec<u8> {
+    let repository = json!({
+        "id": 7, "owner": gitea_user(), "name": "images", "full_name": "ops/images",
+        "private": false, "fork": false, "html_url": "http://gitea.local/ops/images",
+        "url": "http://gitea.local/api/v1/repos/ops/images",
+        "ssh_url": "git@gitea.local:ops/images.git",
+        "clone_url": "http://gitea.local/ops/images.git", "default_branch": "main",
+        "archived": false, "created_at": "2025-01-01T10:00:00Z",
+        "updated_at": "2025-03-01T10:00:00Z"
+    });
+    let payload = json!({
+        "action": "closed",
+        "number": number,
+        "pull_request": {
+            "id": 41, "url": format!("http://gitea.local/ops/images/pulls/{number}"),
+            "number": number, "user": gitea_user(), "title": "nginx: Debian security update",
+            "body": "", "labels": [], "milestone": null, "assignee": null, "assignees": null,
+            "requested_reviewers": null, "requested_reviewers_teams": [], "state": "closed",
+            "draft": false, "is_locked": false, "comments": 0, "review_comments": 0,
+            "html_url": format!("http://gitea.local/ops/images/pulls/{number}"),
+            "diff_url": format!("http://gitea.local/ops/images/pulls/{number}.diff"),
+            "patch_url": format!("http://gitea.local/ops/images/pulls/{number}.patch"),
+            "mergeable": false, "merged": true, "merged_at": "2025-03-01T12:00:00Z",
+            "merge_commit_sha": merge_sha, "merged_by": gitea_user(),
+            "allow_maintainer_edit": false,
+            "base": {"label": "main", "ref": "main",
+                     "sha": merge_sha, "repo_id": 7, "repo": repository.clone()},
+            "head": {"label": head_label, "ref": head_ref,
+                     "sha": "1111111111111111111111111111111111111111", "repo_id": 7,
+                     "repo": repository.clone()},
+            "merge_base": "2222222222222222222222222222222222222222",
+            "due_date": null, "created_at": "2025-03-01T11:00:00Z",
+            "updated_at": "2025-03-01T12:00:00Z", "closed_at": "2025-03-01T12:00:00Z",
+            "pin_order": 0
+        },
+        "requested_reviewer": null,
+        "repository": repository,
+        "sender": gitea_user(),
+        "commit_id": "",
+        "review": null
+    });
+    serde_json::to_vec_pretty(&payload).unwrap()
+}
+
+/// Parses Prometheus text exposition into (sample with labels, value); panics on a bad line.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            assert!(
+                matches!(words.first(), Some(&"HELP") | Some(&"TYPE")) && words.len() >= 3,
+                "bad comment line in /metrics: {line}"
+            );
+            if words[0] == "TYPE" {
+                assert!(
+                    ["counter", "gauge"].contains(&words[2]),
+                    "bad type in /metrics: {line}"
+                );
+            }
+            continue;
+        }
+        let (sample, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line in /metrics: {line}"));
+        let name_end = sample.find('{').unwrap_or(sample.len());
+        let name = &sample[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in /metrics: {line}"
+        );
+        if name_end < sample.len() {
+            assert!(sample.ends_with('}'), "bad labels in /metrics: {line}");
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in /metrics: {line}"));
+        samples.push((sample.to_string(), value));
+    }
+    samples
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs).await;
+
+    let (status, _, body) = server.get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+
+    let (status, content_type, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let samples = parse_metrics(&text);
+    for counter in [
+        "rebake_scans_total",
+        "rebake_findings_total",
+        "rebake_builds_total",
+        "rebake_proposals_total",
+        "rebake_deploys_total",
+        "rebake_last_successful_scan_timestamp_seconds",
+    ] {
+        assert!(
+            samples.iter().any(|(s, v)| s == counter && *v == 0.0),
+            "{counter} missing or not 0 in:\n{text}"
+        );
+    }
+    for (name, kind) in [
+        ("rebake_scans_total", "counter"),
+        ("rebake_failures_total", "counter"),
+        ("rebake_webhooks_total", "counter"),
+        ("rebake_last_successful_scan_timestamp_seconds", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "no TYPE line for {name} in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("rebake_failures_total{stage=\"deploy\"} 0\n"),
+        "{text}"
+    );
+
+    // A refused webhook is counted by forge and result.
+    let (status, _) = server
+        .github(
+            "ping",
+            "m-1",
+            &github_fixture_bytes("ping.event.0.json"),
+            "wrong",
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        server
+            .metric("rebake_webhooks_total{forge=\"github\",result=\"unauthorized\"}")
+            .await,
+        Some(1.0)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn github_merged_proposal_deploys_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let body = github_merged("rebake/nginx");
+
+    let (status, text) = server.github("pull_request", "gh-1", &body, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 1).await;
+
+    // The same delivery again: ignored.
+    let (status, text) = server.github("pull_request", "gh-1", &body, SECRET).await;
+    assert_eq!((status, text.as_str()), (200, "duplicate delivery ignored"));
+    // The same merge under another delivery id (a manual redelivery): deployed already.
+    let (status, text) = server.github("pull_request", "gh-2", &body, SECRET).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("already deployed"), "{text}");
+
+    assert_eq!(server.metric("rebake_deploys_total").await, Some(1.0));
+    assert_eq!(
+        server
+            .metric("rebake_webhooks_total{forge=\"github\",result=\"duplicate\"}")
+            .await,
+        Some(2.0)
+    );
+    server.shutdown().await;
+
+    assert_eq!(
+        jobs.deploys(),
+        vec![MergedProposal {
+            forge: WebhookForge::Github,
+            repository: "Codertocat/Hello-World".to_string(),
+            number: 2,
+            head_branch: "rebake/nginx".to_string(),
+            merge_commit: MERGE_SHA.to_string(),
+            base_branch: "master".to_string(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn github_bad_or_missing_signature_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let body = github_merged("rebake/nginx");
+
+    // Signed with another secret.
+    let (status, _) = server
+        .github("pull_request", "bad-1", &body, "not the secret")
+        .await;
+    assert_eq!(status, 401);
+    // Correct HMAC but without the "sha256=" prefix.
+    let unprefixed = [
+        ("x-github-event", "pull_request".to_string()),
+        ("x-github-delivery", "bad-1".to_string()),
+        ("x-hub-signature-256", sign(SECRET.as_bytes(), &body)),
+    ];
+    let (status, _) = server.post("/webhook/github", &unprefixed, &body).await;
+    assert_eq!(status, 401);
+    // Signature of another body.
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b"\n");
+    let other = [
+        ("x-github-event", "pull_request".to_string()),
+        ("x-github-delivery", "bad-1".to_string()),
+        (
+            "x-hub-signature-256",
+            format!("sha256={}", sign(SECRET.as_bytes(), &body)),
+        ),
+    ];
+    let (status, _) = server.post("/webhook/github", &other, &tampered).await;
+    assert_eq!(status, 401);
+    // No signature at all.
+    let unsigned = [
+        ("x-github-event", "pull_request".to_string()),
+        ("x-github-delivery", "bad-1".to_string()),
+    ];
+    let (status, _) = server.post("/webhook/github", &unsigned, &body).await;
+    assert_eq!(status, 401);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(jobs.deploys().is_empty(), "{:?}", jobs.deploys());
+
+    // Refused deliveries are not remembered: the genuine one with that id still works.
+    let (status, text) = server.github("pull_request", "bad-1", &body, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 1).await;
+    server.shutdown().await;
+    assert_eq!(jobs.deploys().len(), 1);
+}
+
+#[tokio::test]
+async fn missing_secret_answers_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), UNSET_SECRET_ENV, jobs.clone()).await;
+    let body = github_merged("rebake/nginx");
+    let (status, _) = server.github("pull_request", "s-1", &body, SECRET).await;
+    assert_eq!(status, 503);
+    let (status, _) = server
+        .gitea(
+            "pull_request",
+            "s-2",
+            &gitea_merged(3, "rebake/x", "rebake/x", MERGE_SHA),
+            SECRET,
+        )
+        .await;
+    assert_eq!(status, 503);
+    server.shutdown().await;
+    assert!(jobs.deploys().is_empty());
+}
+
+#[tokio::test]
+async fn github_events_that_deploy_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+
+    // The unmodified fixture: closed without merge.
+    let closed = github_fixture_bytes("pull_request.closed.3.json");
+    let (status, text) = server.github("pull_request", "n-1", &closed, SECRET).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("without merge"), "{text}");
+    // Merged, but not from a rebake branch.
+    let (status, text) = server
+        .github("pull_request", "n-2", &github_merged("changes"), SECRET)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    // Opened.
+    let opened = github_fixture_bytes("pull_request.opened.0.json");
+    let (status, _) = server.github("pull_request", "n-3", &opened, SECRET).await;
+    assert_eq!(status, 202);
+    // ping and another event.
+    let ping = github_fixture_bytes("ping.event.0.json");
+    let (status, _) = server.github("ping", "n-4", &ping, SECRET).await;
+    assert_eq!(status, 200);
+    let push = github_fixture_bytes("push.event.0.json");
+    let (status, text) = server.github("push", "n-5", &push, SECRET).await;
+    assert_eq!((status, text.as_str()), (202, "event push ignored"));
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.shutdown().await;
+    assert!(jobs.deploys().is_empty(), "{:?}", jobs.deploys());
+}
+
+#[tokio::test]
+async fn gitea_merged_proposal_deploys_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let body = gitea_merged(12, "rebake/nginx", "rebake/nginx", sha);
+
+    // GitHub's header on the Gitea endpoint is not Gitea's signature.
+    let github_style = [
+        ("x-gitea-event", "pull_request".to_string()),
+        ("x-gitea-delivery", "gt-1".to_string()),
+        (
+            "x-gitea-signature",
+            format!("sha256={}", sign(SECRET.as_bytes(), &body)),
+        ),
+    ];
+    let (status, _) = server.post("/webhook/gitea", &github_style, &body).await;
+    assert_eq!(status, 401);
+    let (status, _) = server.gitea("pull_request", "gt-1", &body, "wrong").await;
+    assert_eq!(status, 401);
+
+    let (status, text) = server.gitea("pull_request", "gt-1", &body, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 1).await;
+    let (status, text) = server.gitea("pull_request", "gt-1", &body, SECRET).await;
+    assert_eq!((status, text.as_str()), (200, "duplicate delivery ignored"));
+    server.shutdown().await;
+    assert_eq!(
+        jobs.deploys(),
+        vec![MergedProposal {
+            forge: WebhookForge::Gitea,
+            repository: "ops/images".to_string(),
+            number: 12,
+            head_branch: "rebake/nginx".to_string(),
+            merge_commit: sha.to_string(),
+            base_branch: "main".to_string(),
+        }]
+    );
+    assert!(dir.path().join("server/deliveries.json").is_file());
+
+    // A new process on the same state directory: the delivery is still known.
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let (status, text) = server.gitea("pull_request", "gt-1", &body, SECRET).await;
+    assert_eq!((status, text.as_str()), (200, "duplicate delivery ignored"));
+    // So is the deploy, under a new delivery id.
+    let (status, text) = server.gitea("pull_request", "gt-2", &body, SECRET).await;
+    assert_eq!(status, 200, "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.shutdown().await;
+    assert_eq!(jobs.deploys().len(), 1);
+}
+
+#[tokio::test]
+async fn gitea_merge_after_head_branch_deletion_uses_the_label() {
+    // FIELDS.txt: once the head branch is gone, head.ref is "refs/pull/N/head" and head.label
+    // still names the branch.
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let body = gitea_merged(5, "refs/pull/5/head", "rebake/postgres", MERGE_SHA);
+    let (status, text) = server.gitea("pull_request", "gl-1", &body, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 1).await;
+    server.shutdown().await;
+    assert_eq!(jobs.deploys()[0].head_branch, "rebake/postgres");
+}
+
+#[tokio::test]
+async fn queued_deploy_survives_shutdown_and_runs_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::gated());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let first = gitea_merged(1, "rebake/a", "rebake/a", MERGE_SHA);
+    let second = gitea_merged(2, "rebake/b", "rebake/b", MERGE_SHA);
+    assert_eq!(
+        server.gitea("pull_request", "q-1", &first, SECRET).await.0,
+        202
+    );
+    wait_deploys(&jobs, 1).await; // running, held by the gate
+    assert_eq!(
+        server.gitea("pull_request", "q-2", &second, SECRET).await.0,
+        202
+    );
+
+    // Shut down while the first deploy runs: it finishes, the second stays queued.
+    let _ = server.stop.send(());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !server.task.is_finished(),
+        "shutdown waits for the running job"
+    );
+    jobs.release(1);
+    tokio::time::timeout(Duration::from_secs(20), server.task)
+        .await
+        .expect("serve returns after the running job")
+        .unwrap()
+        .unwrap();
+    assert_eq!(jobs.deploys().len(), 1);
+
+    let jobs2 = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs2.clone()).await;
+    wait_deploys(&jobs2, 1).await;
+    server.shutdown().await;
+    let resumed = jobs2.deploys();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].number, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduler
+
+fn utc(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(y, m, d)
+        .unwrap()
+        .and_hms_opt(h, min, s)
+        .unwrap()
+        .and_utc()
+}
+
+/// A clock whose sleep returns at once, having moved the time to the deadline.
+struct FakeClock {
+    now: Mutex<DateTime<Utc>>,
+    sleeps: Mutex<Vec<DateTime<Utc>>>,
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap()
+    }
+    async fn sleep_until(&self, deadline: DateTime<Utc>) {
+        self.sleeps.lock().unwrap().push(deadline);
+        *self.now.lock().unwrap() = deadline;
+    }
+}
+
+#[test]
+fn next_run_follows_the_cron_expression() {
+    let every_minute = CronSchedule::parse("* * * * *").unwrap();
+    assert_eq!(
+        next_run(&every_minute, utc(2025, 3, 1, 12, 0, 30)),
+        Some(utc(2025, 3, 1, 12, 1, 0))
+    );
+    assert_eq!(
+        next_run(&every_minute, utc(2025, 3, 1, 12, 1, 0)),
+        Some(utc(2025, 3, 1, 12, 2, 0))
+    );
+    // 2025-03-01 is a Saturday: the next weekday 04:30 is Monday.
+    let weekdays = CronSchedule::parse("30 4 * * 1-5").unwrap();
+    assert_eq!(
+        next_run(&weekdays, utc(2025, 3, 1, 12, 0, 0)),
+        Some(utc(2025, 3, 3, 4, 30, 0))
+    );
+    let never = CronSchedule::parse("0 0 31 2 *").unwrap();
+    assert_eq!(next_run(&never, utc(2025, 3, 1, 12, 0, 0)), None);
+}
+
+#[tokio::test]
+async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::gated());
+    let config = ServeConfig {
+        secret_env: SECRET_ENV.to_string(),
+        state_dir: dir.path().to_path_buf(),
+        schedule: None,
+    };
+    let service = Service::start(&config, jobs.clone()).unwrap();
+    let schedule = CronSchedule::parse("*/5 * * * *").unwrap();
+    let clock = FakeClock {
+        now: Mutex::new(utc(2025, 3, 1, 12, 2, 10)),
+        sleeps: Mutex::new(Vec::new()),
+    };
+
+    // The tick waits until 12:05, then queues one scan.
+    let step = run_scheduler_once(&service, &schedule, &clock).await;
+    assert_eq!(step, Some(Enqueued::Queued));
+    assert_eq!(
+        *clock.sleeps.lock().unwrap(),
+        vec![utc(2025, 3, 1, 12, 5, 0)]
+    );
+    // The scan is still running at the 12:10 tick: skipped.
+    for _ in 0..100 {
+        if jobs.scans.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(jobs.scans.load(Ordering::SeqCst), 1);
+    let step = run_scheduler_once(&service, &schedule, &clock).await;
+    assert_eq!(step, Some(Enqueued::AlreadyPending));
+    jobs.release(1);
+    tokio::time::timeout(Duration::from_secs(10), service.wait_idle())
+        .await
+        .expect("the scan finishes");
+    assert_eq!(jobs.scans.load(Ordering::SeqCst), 1);
+
+    // The metrics took the scan's summary.
+    let text = service.metrics().render();
+    let samples = parse_metrics(&text);
+    let value = |name: &str| {
+        samples
+            .iter()
+            .find(|(s, _)| s == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    assert_eq!(value("rebake_scans_total"), 1.0);
+    assert_eq!(value("rebake_findings_total"), 3.0);
+    assert_eq!(value("rebake_builds_total"), 2.0);
+    assert_eq!(value("rebake_proposals_total"), 1.0);
+    assert!(value("rebake_last_successful_scan_timestamp_seconds") > 1.7e9);
+
+    // The next tick (12:15) runs the next scan.
+    jobs.release(1);
+    let step = run_scheduler_once(&service, &schedule, &clock).await;
+    assert_eq!(step, Some(Enqueued::Queued));
+    tokio::time::timeout(Duration::from_secs(10), service.wait_idle())
+        .await
+        .expect("the scan finishes");
+    assert_eq!(jobs.scans.load(Ordering::SeqCst), 2);
+    assert_eq!(clock.now(), utc(2025, 3, 1, 12, 15, 0));
+    service.shutdown().await;
+}
