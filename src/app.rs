@@ -368,7 +368,7 @@ pub struct Connection {
 /// inside the async runtime (the GitHub client needs it).
 pub fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> Result<Connection> {
     use crate::config::ForgeKind;
-    use crate::forge::{github, gitea, plain::PlainGit, AnyForge};
+    use crate::forge::{gitea, github, plain::PlainGit, AnyForge};
     let retry = crate::forge::http::RetryPolicy::default();
     let (remote_url, auth) = match &config.forge {
         Some(f) if f.kind == ForgeKind::Git => (f.url.clone(), crate::git::Auth::None),
@@ -432,23 +432,29 @@ pub struct DeployRequest {
 
 /// `rebake deploy [--commit SHA]`.
 pub fn deploy(ctx: &Context, req: DeployRequest) -> Result<u8> {
-    let config = ctx.load_config()?;
-    let state_dir = ctx.state_dir(&config);
-    let results = runtime()?.block_on(async {
-        let c = connect_forge(ctx, &config, &state_dir)?;
-        let run = crate::rollout::DeployRun {
-            remote_url: c.remote_url,
-            auth: c.auth,
-            workspace_dir: c.workspace_dir,
-            state_dir: state_dir.clone(),
-            engine_host: config.engine.host.clone(),
-            registry: config.registry.clone(),
-            commit: req.commit.clone(),
-        };
-        crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
-    })?;
+    let results = runtime()?.block_on(deploy_async(ctx, &req))?;
     print_rollouts(&results, req.format)?;
     Ok(if results.iter().all(|r| r.ok()) { 0 } else { 1 })
+}
+
+/// The deploy run itself, for `deploy`, `run --once` and the service.
+pub async fn deploy_async(
+    ctx: &Context,
+    req: &DeployRequest,
+) -> Result<Vec<crate::rollout::ImageRollout>> {
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    let c = connect_forge(ctx, &config, &state_dir)?;
+    let run = crate::rollout::DeployRun {
+        remote_url: c.remote_url,
+        auth: c.auth,
+        workspace_dir: c.workspace_dir,
+        state_dir: state_dir.clone(),
+        engine_host: config.engine.host.clone(),
+        registry: config.registry.clone(),
+        commit: req.commit.clone(),
+    };
+    crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
 }
 
 fn print_rollouts(results: &[crate::rollout::ImageRollout], format: OutputFormat) -> Result<()> {
@@ -464,7 +470,12 @@ fn print_rollouts(results: &[crate::rollout::ImageRollout], format: OutputFormat
     ]];
     for r in results {
         if let Some(note) = &r.note {
-            rows.push(vec![r.image.clone(), "-".into(), "nothing yet".into(), "-".into()]);
+            rows.push(vec![
+                r.image.clone(),
+                "-".into(),
+                "nothing yet".into(),
+                "-".into(),
+            ]);
             eprintln!("{}: {note}", r.image);
         }
         if let Some(why) = &r.refused {
@@ -529,52 +540,56 @@ fn token_from_env(var: Option<&str>, forge: &str) -> Result<String> {
     })
 }
 
-/// `rebake propose`: scan → build → one proposal per image with updates.
-pub fn propose(ctx: &Context, req: ProposeRequest) -> Result<u8> {
+/// The propose run itself, for `propose`, `run --once` and the service.
+pub async fn propose_async(
+    ctx: &Context,
+    req: &ProposeRequest,
+) -> Result<Vec<crate::propose::ProposeResult>> {
     let config = ctx.load_config()?;
     let entries = load_sources(req.sources.as_deref(), &config)?;
     let state_dir = ctx.state_dir(&config);
-    let rt = runtime()?;
-    let results = rt.block_on(async {
-        let Connection {
-            remote_url,
-            auth,
-            workspace_dir,
-            forge,
-        } = connect_forge(ctx, &config, &state_dir)?;
-        let tracker_json = config
-            .security_tracker
-            .as_ref()
-            .and_then(|t| t.json.clone());
-        let mut lists = Vec::new();
-        if let Some(t) = &config.security_tracker {
-            lists.extend(t.dsa_list.iter().cloned());
-            lists.extend(t.dla_list.iter().cloned());
-        }
-        let tracker = load_tracker(tracker_json.as_deref(), &lists).await?;
-        let run = crate::propose::ProposeRun {
-            remote_url,
-            auth,
-            identity: crate::git::Identity::new(&config.git.author_name, &config.git.author_email),
-            workspace_dir,
-            plan: crate::pipeline::BuildPlan {
-                repo: ctx.repo.clone(),
-                state_dir: state_dir.clone(),
-                engine_host: config.engine.host.clone(),
-                registry: if req.no_push {
-                    None
-                } else {
-                    config.registry.clone()
-                },
-                force: false,
-                no_cache: false,
-                source_url: config.forge.as_ref().map(|f| f.url.clone()),
+    let Connection {
+        remote_url,
+        auth,
+        workspace_dir,
+        forge,
+    } = connect_forge(ctx, &config, &state_dir)?;
+    let tracker_json = config
+        .security_tracker
+        .as_ref()
+        .and_then(|t| t.json.clone());
+    let mut lists = Vec::new();
+    if let Some(t) = &config.security_tracker {
+        lists.extend(t.dsa_list.iter().cloned());
+        lists.extend(t.dla_list.iter().cloned());
+    }
+    let tracker = load_tracker(tracker_json.as_deref(), &lists).await?;
+    let run = crate::propose::ProposeRun {
+        remote_url,
+        auth,
+        identity: crate::git::Identity::new(&config.git.author_name, &config.git.author_email),
+        workspace_dir,
+        plan: crate::pipeline::BuildPlan {
+            repo: ctx.repo.clone(),
+            state_dir: state_dir.clone(),
+            engine_host: config.engine.host.clone(),
+            registry: if req.no_push {
+                None
+            } else {
+                config.registry.clone()
             },
-            tracker,
-        };
-        crate::propose::propose_all(&run, &forge, &entries, &req.images, Progress::auto(false))
-            .await
-    })?;
+            force: false,
+            no_cache: false,
+            source_url: config.forge.as_ref().map(|f| f.url.clone()),
+        },
+        tracker,
+    };
+    crate::propose::propose_all(&run, &forge, &entries, &req.images, Progress::auto(false)).await
+}
+
+/// `rebake propose`: scan → build → one proposal per image with updates.
+pub fn propose(ctx: &Context, req: ProposeRequest) -> Result<u8> {
+    let results = runtime()?.block_on(propose_async(ctx, &req))?;
     match req.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&results)?),
         OutputFormat::Human => {
@@ -617,9 +632,18 @@ pub fn propose(ctx: &Context, req: ProposeRequest) -> Result<u8> {
 /// The project's example policies and templates, built into the binary: the GitOps repository
 /// `rebake run --once` works on when it is given none.
 pub const EMBEDDED_DEFAULT: &[(&str, &str)] = &[
-    ("policies/debian.yaml", include_str!("../policies/debian.yaml")),
-    ("policies/nginx.yaml", include_str!("../policies/nginx.yaml")),
-    ("policies/postgres.yaml", include_str!("../policies/postgres.yaml")),
+    (
+        "policies/debian.yaml",
+        include_str!("../policies/debian.yaml"),
+    ),
+    (
+        "policies/nginx.yaml",
+        include_str!("../policies/nginx.yaml"),
+    ),
+    (
+        "policies/postgres.yaml",
+        include_str!("../policies/postgres.yaml"),
+    ),
     (
         "templates/debian.Dockerfile.hbs",
         include_str!("../templates/debian.Dockerfile.hbs"),
@@ -723,7 +747,10 @@ pub fn run_once(ctx: &Context, req: RunRequest) -> Result<u8> {
     let state_dir = ctx.state_dir(&config);
     println!("\nWhere to look:");
     println!("  build logs:      {}", state_dir.join("logs").display());
-    println!("  deployments:     {}", state_dir.join("deployments.log").display());
+    println!(
+        "  deployments:     {}",
+        state_dir.join("deployments.log").display()
+    );
     if embedded {
         println!(
             "  proposals:       branches rebake/<image> of {}",
@@ -736,4 +763,104 @@ pub fn run_once(ctx: &Context, req: RunRequest) -> Result<u8> {
         println!("  then run `rebake run --once` again to deploy the merged, tested digest.");
     }
     Ok(proposed.max(deployed))
+}
+
+/// The service's jobs: a scan is a propose run; a merged proposal is deployed at its merge
+/// commit and the result commented on it.
+pub struct ServiceJobs {
+    pub ctx: Context,
+}
+
+impl crate::server::Jobs for ServiceJobs {
+    async fn scan(&self) -> Result<crate::server::ScanSummary> {
+        use crate::propose::Action;
+        let req = ProposeRequest {
+            images: Vec::new(),
+            sources: None,
+            no_push: false,
+            format: OutputFormat::Human,
+        };
+        let results = propose_async(&self.ctx, &req).await?;
+        let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated);
+        Ok(crate::server::ScanSummary {
+            findings: results
+                .iter()
+                .filter(|r| !matches!(r.action, Action::Current))
+                .count() as u64,
+            builds: results.iter().filter(|r| changed(&r.action)).count() as u64,
+            proposals: results.iter().filter(|r| changed(&r.action)).count() as u64,
+        })
+    }
+
+    async fn deploy(&self, merged: crate::server::MergedProposal) -> Result<()> {
+        use crate::forge::Forge;
+        let image = merged
+            .head_branch
+            .strip_prefix("rebake/")
+            .unwrap_or(&merged.head_branch)
+            .to_string();
+        let req = DeployRequest {
+            images: vec![image],
+            commit: Some(merged.merge_commit.clone()),
+            format: OutputFormat::Human,
+        };
+        let results = deploy_async(&self.ctx, &req).await?;
+        let config = self.ctx.load_config()?;
+        let state_dir = self.ctx.state_dir(&config);
+        let c = connect_forge(&self.ctx, &config, &state_dir)?;
+        for r in &results {
+            // The deployment record on the merged proposal (plain git: the deployments log).
+            if merged.number > 0 {
+                if let Err(e) = c
+                    .forge
+                    .comment(merged.number, &crate::rollout::comment(r))
+                    .await
+                {
+                    tracing::warn!("cannot comment on proposal {}: {e}", merged.number);
+                }
+            }
+        }
+        if results.iter().all(|r| r.ok()) {
+            Ok(())
+        } else {
+            anyhow::bail!("deploy of {} did not succeed", merged.head_branch)
+        }
+    }
+}
+
+/// `rebake serve --listen ADDR`: webhooks, metrics, and scans on the configured schedule,
+/// until SIGINT/SIGTERM.
+pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!(
+            "rebake serve: listening on {} (POST /webhook/github, /webhook/gitea; GET /healthz, /metrics)",
+            listener.local_addr()?
+        );
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::server::serve(
+            listener,
+            crate::server::ServeConfig {
+                secret_env: config.webhook.secret_env.clone(),
+                state_dir,
+                schedule: Some(config.schedule.scan.clone()),
+            },
+            std::sync::Arc::new(ServiceJobs { ctx: ctx.clone() }),
+            shutdown,
+        )
+        .await
+    })?;
+    Ok(0)
 }

@@ -78,6 +78,12 @@ enum Command {
         #[arg(long)]
         no_push: bool,
     },
+    /// The service: webhooks (GitHub, Gitea), /healthz, /metrics, and scheduled scans.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: String,
+    },
     /// Render, build from a verified base, test, push, and write the lock, per image.
     Build {
         /// Images to build (default: every policy's image).
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
             sources,
             no_push,
         } => app::run_once(&ctx, app::RunRequest { sources, no_push }),
+        Command::Serve { listen } => app::serve(&ctx, &listen),
         Command::Render { images, check } => {
             app::render(&ctx, app::RenderRequest { images, check })
         }

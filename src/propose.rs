@@ -560,8 +560,19 @@ async fn propose_one<F: Forge>(
             let ch = changes(default_lock.as_ref(), &lock, index, run.tracker.as_ref());
             let t = title(&name, &ch);
             let message = commit_message(&t, &body(&name, default_lock.as_ref(), &lock, &ch));
+            let mut changed: Vec<std::path::PathBuf> = files.to_vec();
+            // Manifests (compose, stack, Kubernetes) move to the new digest in the same commit.
+            if let Some(digest) = lock.image.as_ref().and_then(|i| i.digest.clone()) {
+                for t in &policy.deploy {
+                    if let crate::policy::DeployTarget::Manifests(paths) = t {
+                        changed.extend(crate::deploy::rewrite_manifests(
+                            scratch, paths, &name, &digest,
+                        )?);
+                    }
+                }
+            }
             let mut contents = Vec::new();
-            for f in &files {
+            for f in &changed {
                 contents.push((f.clone(), Some(std::fs::read(scratch.join(f))?)));
             }
             let (author, b) = (run.identity.clone(), branch.clone());

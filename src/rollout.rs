@@ -43,9 +43,10 @@ pub struct ImageRollout {
 impl ImageRollout {
     pub fn ok(&self) -> bool {
         self.refused.is_none()
-            && self.targets.iter().all(|t| {
-                matches!(t.result, DeployResult::Deployed | DeployResult::Unchanged)
-            })
+            && self
+                .targets
+                .iter()
+                .all(|t| matches!(t.result, DeployResult::Deployed | DeployResult::Unchanged))
     }
 }
 
@@ -220,7 +221,10 @@ pub async fn deploy_commit<F: Forge>(
     .await?;
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path().to_path_buf();
-    with_workspace(run, move |ws| crate::propose::export_tree(ws.repo(), commit, &dir)).await?;
+    with_workspace(run, move |ws| {
+        crate::propose::export_tree(ws.repo(), commit, &dir)
+    })
+    .await?;
     let policies: Vec<Policy> = crate::app::load_repo_policies(scratch.path(), images)?;
     let docker = crate::engine::connect(&run.engine_host).await?;
     let mut out = Vec::new();

@@ -36,7 +36,11 @@ fn git(dir: &Path, args: &[&str]) {
         .env("GIT_COMMITTER_EMAIL", "reviewer@example.invalid")
         .output()
         .expect("git CLI (apt-get install git)");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn remove_container(name: &str) {
@@ -55,7 +59,8 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     assert!(out.contains("using the embedded default"), "{out}");
     for image in ["debian", "nginx", "postgres"] {
         assert!(
-            out.lines().any(|l| l.starts_with(image) && l.contains("opened")),
+            out.lines()
+                .any(|l| l.starts_with(image) && l.contains("opened")),
             "{image} not proposed:\n{out}"
         );
     }
@@ -65,7 +70,17 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     let work = state.join("default/work");
     git(&work, &["pull", "-q", "origin", "main"]);
     git(&work, &["fetch", "-q", "origin"]);
-    git(&work, &["merge", "-q", "--no-ff", "-m", "merge nginx update", "origin/rebake/nginx"]);
+    git(
+        &work,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            "merge nginx update",
+            "origin/rebake/nginx",
+        ],
+    );
     git(&work, &["push", "-q", "origin", "main"]);
 
     let second = rebake(dir.path(), &state, &["run", "--once"]);
@@ -78,7 +93,10 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     assert!(row.contains("deployed"), "{row}");
     let lock = rebake::lock::Lock::read(&work.join("images/nginx/rebake.lock")).unwrap();
     let tested = lock.image.unwrap().id;
-    assert!(row.contains(&tested), "deployed what the lock says was tested: {row}");
+    assert!(
+        row.contains(&tested),
+        "deployed what the lock says was tested: {row}"
+    );
     let page = Command::new("curl")
         .args(["-sf", "--max-time", "10", "http://127.0.0.1:8080/"])
         .output()
@@ -92,7 +110,11 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     assert!(record.contains("\"deployed\""), "{record}");
 
     // Again: the same digest already runs.
-    let third = rebake(dir.path(), &state, &["deploy", "--repo", work.to_str().unwrap()]);
+    let third = rebake(
+        dir.path(),
+        &state,
+        &["deploy", "--repo", work.to_str().unwrap()],
+    );
     let out = text(&third);
     assert!(out.contains("unchanged"), "{out}");
 
@@ -104,10 +126,17 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     std::fs::write(&lock_path, untested).unwrap();
     git(&work, &["commit", "-q", "-am", "tamper: untested"]);
     git(&work, &["push", "-q", "origin", "main"]);
-    let refused = rebake(dir.path(), &state, &["deploy", "--repo", work.to_str().unwrap()]);
+    let refused = rebake(
+        dir.path(),
+        &state,
+        &["deploy", "--repo", work.to_str().unwrap()],
+    );
     let out = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{out}");
-    assert!(out.contains("refused: the lock does not record passing tests"), "{out}");
+    assert!(
+        out.contains("refused: the lock does not record passing tests"),
+        "{out}"
+    );
     let running = Command::new("docker")
         .args(["inspect", "-f", "{{.Image}}", "rebake-nginx"])
         .output()
@@ -122,9 +151,16 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     std::fs::write(&lock_path, unknown).unwrap();
     git(&work, &["commit", "-q", "-am", "tamper: unknown image"]);
     git(&work, &["push", "-q", "origin", "main"]);
-    let refused = rebake(dir.path(), &state, &["deploy", "--repo", work.to_str().unwrap()]);
+    let refused = rebake(
+        dir.path(),
+        &state,
+        &["deploy", "--repo", work.to_str().unwrap()],
+    );
     let out = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{out}");
-    assert!(out.contains("refused: the engine does not have image sha256:000"), "{out}");
+    assert!(
+        out.contains("refused: the engine does not have image sha256:000"),
+        "{out}"
+    );
     remove_container("rebake-nginx");
 }
