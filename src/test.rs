@@ -122,8 +122,8 @@ pub async fn run_tests(
             policy.name
         )
     })?;
-    let mut outcomes = Vec::with_capacity(policy.tests.len() + 1);
-    for test in &policy.tests {
+    // Each test has its own container, so they run side by side; results keep policy order.
+    let runs = policy.tests.iter().map(|test| async move {
         tracing::info!(image = %policy.name, test = %test.name, "running test");
         let outcome = run_test(docker, image_id, test).await;
         tracing::info!(
@@ -133,8 +133,9 @@ pub async fn run_tests(
             reason = outcome.reason.as_deref().unwrap_or(""),
             "test finished"
         );
-        outcomes.push(outcome);
-    }
+        outcome
+    });
+    let mut outcomes = futures_util::future::join_all(runs).await;
     outcomes.push(current_check(installed, index));
     Ok(outcomes)
 }

@@ -171,6 +171,34 @@ fn plain_git_proposal_lifecycle() {
         statuses
     );
 
+    // Newer inputs (here: the policy asks for one more package) update the open proposal:
+    // a new commit on the branch, on top of the new main, with the body rewritten.
+    let policy = ops.clone.join("policies/debian.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text.replace("  - ca-certificates\n", "  - ca-certificates\n  - less\n"),
+    )
+    .unwrap();
+    git(&ops.clone, &["commit", "-q", "-am", "debian: add less"]);
+    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    let updated = propose(&ops, state, &[]);
+    assert_eq!(
+        action(&updated, "debian"),
+        "updated",
+        "{}",
+        String::from_utf8_lossy(&updated.stderr)
+    );
+    let new_head = branch_head(&ops.bare, "rebake/debian").unwrap();
+    assert_ne!(new_head, head);
+    let message = git(&ops.bare, &["log", "-1", "--format=%B", &new_head]);
+    assert!(message.contains("| less |"), "{message}");
+    let main = git(&ops.bare, &["rev-parse", "refs/heads/main"]);
+    assert_eq!(
+        git(&ops.bare, &["rev-parse", &format!("{new_head}^")]),
+        main
+    );
+
     // Someone applies the same image to main by hand: the proposal is no longer needed.
     git(&ops.clone, &["fetch", "-q", "origin"]);
     git(
