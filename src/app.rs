@@ -781,6 +781,22 @@ impl crate::server::Jobs for ServiceJobs {
             format: OutputFormat::Human,
         };
         let results = propose_async(&self.ctx, &req).await?;
+        // Polling fallback for a missed merge webhook: deploy what the default branch's locks
+        // record now (targets already running it are left alone).
+        let deploy = DeployRequest {
+            images: Vec::new(),
+            commit: None,
+            format: OutputFormat::Human,
+        };
+        for r in deploy_async(&self.ctx, &deploy).await? {
+            if !r.ok() {
+                tracing::warn!(
+                    "scheduled deploy of {} did not succeed: {:?}",
+                    r.image,
+                    r.refused
+                );
+            }
+        }
         let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated);
         Ok(crate::server::ScanSummary {
             findings: results

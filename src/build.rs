@@ -23,7 +23,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -949,7 +949,22 @@ pub async fn build_image_with(
     if !crate::policy::is_valid_image_name(name) {
         bail!("image {name:?}: not a valid image name");
     }
-    let context = context_tar(repo, name, dockerfile)
+    // The classic builder turns each build-time label into its own LABEL step (a container
+    // commit each); one LABEL line appended to the context's Dockerfile costs one step. The
+    // committed Dockerfile stays exactly as rendered.
+    let mut built_from = dockerfile.to_string();
+    if !labels.is_empty() {
+        if !built_from.ends_with('\n') {
+            built_from.push('\n');
+        }
+        built_from.push_str("LABEL");
+        for (k, v) in &labels {
+            let quoted = v.replace('\\', "\\\\").replace('"', "\\\"");
+            built_from.push_str(&format!(" {k}=\"{quoted}\""));
+        }
+        built_from.push('\n');
+    }
+    let context = context_tar(repo, name, &built_from)
         .with_context(|| format!("image {name}: cannot assemble the build context"))?;
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir).ok();
@@ -963,7 +978,7 @@ pub async fn build_image_with(
         rm: true,
         forcerm: true,
         nocache: no_cache,
-        labels: Some(labels.into_iter().collect::<HashMap<_, _>>()),
+        labels: None,
         ..Default::default()
     };
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));

@@ -31,6 +31,13 @@ fn same_arch(entry_arch: &str, installed_arch: &str, native: &str) -> bool {
 
 /// The version apt would pick for `pkg`, when it is newer than the installed one.
 pub fn candidate<'a>(index: &'a ReleaseIndex, pkg: &InstalledPackage) -> Option<Candidate<'a>> {
+    // Fastest path: a native package at the newest version the index has (one probe).
+    if pkg.arch == index.arch || pkg.arch == "all" {
+        match index.is_newest(&pkg.name, &pkg.version) {
+            Some(true) | None => return None,
+            Some(false) => {}
+        }
+    }
     let all = index.versions(&pkg.name);
     // Fast path (most installed packages): nothing newer exists, so nothing to choose.
     if !all.iter().any(|a| {

@@ -45,6 +45,19 @@ pub struct ReleaseIndex {
     pub arch: String,
     pub suites: Vec<SuiteMeta>,
     by_name: FxHashMap<String, Vec<Available>>,
+    /// Hash of a package name → hash of its highest native (or `all`) version string. One
+    /// probe of this small, inline table answers "is the installed version the newest?" for
+    /// most packages of a scan without touching the strings of the index.
+    newest: FxHashMap<u64, u64>,
+}
+
+/// The hash `ReleaseIndex::newest` uses (Fx: fast; a collision only sends a package down the
+/// full comparison, except for the 2^-128 case of name and version colliding together).
+pub fn fast_hash(s: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(s.as_bytes());
+    h.finish()
 }
 
 impl ReleaseIndex {
@@ -66,7 +79,24 @@ impl ReleaseIndex {
                 });
             }
         }
+        for (name, versions) in &idx.by_name {
+            let newest = versions
+                .iter()
+                .filter(|a| a.arch == idx.arch || a.arch == "all")
+                .max_by(|a, b| super::version::compare(&a.version, &b.version));
+            if let Some(v) = newest {
+                idx.newest.insert(fast_hash(name), fast_hash(&v.version));
+            }
+        }
         idx
+    }
+
+    /// Whether `version` is known to be the newest native/`all` version of `name` (None: the
+    /// index has no native/`all` version of it).
+    pub fn is_newest(&self, name: &str, version: &str) -> Option<bool> {
+        self.newest
+            .get(&fast_hash(name))
+            .map(|&h| h == fast_hash(version))
     }
 
     pub fn versions(&self, name: &str) -> &[Available] {
