@@ -366,12 +366,14 @@ pub struct Connection {
 
 /// Chooses the forge from rebake.yaml (none: plain git on the repository's `origin`). Must run
 /// inside the async runtime (the GitHub client needs it).
-pub fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> Result<Connection> {
+pub async fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> Result<Connection> {
     use crate::config::ForgeKind;
     use crate::forge::{gitea, github, plain::PlainGit, AnyForge};
     let retry = crate::forge::http::RetryPolicy::default();
-    let (remote_url, auth) = match &config.forge {
+    let (remote_url, mut auth) = match &config.forge {
         Some(f) if f.kind == ForgeKind::Git => (f.url.clone(), crate::git::Auth::None),
+        // A GitHub App's push token comes from the API below.
+        Some(f) if f.github_app.is_some() => (origin_url(&ctx.repo)?, crate::git::Auth::None),
         Some(f) => {
             let token = token_from_env(f.token_env.as_deref(), &f.url)?;
             (origin_url(&ctx.repo)?, crate::git::Auth::Token(token))
@@ -389,16 +391,32 @@ pub fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> Result
                 .repository
                 .as_ref()
                 .ok_or_else(|| anyhow!("forge: `repository: owner/name` is required"))?;
-            let token = token_from_env(f.token_env.as_deref(), &f.url)?;
             if f.kind == ForgeKind::Github {
+                let gh_auth = match &f.github_app {
+                    Some(app) => github::GitHubAuth::App {
+                        app_id: app.app_id,
+                        installation_id: app.installation_id,
+                        private_key_pem: std::fs::read_to_string(&app.private_key_file)
+                            .with_context(|| {
+                                format!(
+                                    "cannot read the GitHub App private key {}",
+                                    app.private_key_file.display()
+                                )
+                            })?,
+                    },
+                    None => {
+                        github::GitHubAuth::Token(token_from_env(f.token_env.as_deref(), &f.url)?)
+                    }
+                };
                 AnyForge::GitHub(github::GitHub::new(
                     &f.url,
                     &slug.owner,
                     &slug.name,
-                    github::GitHubAuth::Token(token),
+                    gh_auth,
                     retry,
                 )?)
             } else {
+                let token = token_from_env(f.token_env.as_deref(), &f.url)?;
                 AnyForge::Gitea(gitea::Gitea::new(
                     &f.url,
                     &slug.owner,
@@ -415,6 +433,12 @@ pub fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> Result
             state_dir,
         )),
     };
+    if let (AnyForge::GitHub(g), Some(f)) = (&forge, &config.forge) {
+        if f.github_app.is_some() {
+            // Pushing as the App: git takes the installation token like a personal one.
+            auth = crate::git::Auth::Token(g.git_token().await?);
+        }
+    }
     Ok(Connection {
         remote_url,
         auth,
@@ -444,7 +468,7 @@ pub async fn deploy_async(
 ) -> Result<Vec<crate::rollout::ImageRollout>> {
     let config = ctx.load_config()?;
     let state_dir = ctx.state_dir(&config);
-    let c = connect_forge(ctx, &config, &state_dir)?;
+    let c = connect_forge(ctx, &config, &state_dir).await?;
     let run = crate::rollout::DeployRun {
         remote_url: c.remote_url,
         auth: c.auth,
@@ -553,7 +577,7 @@ pub async fn propose_async(
         auth,
         workspace_dir,
         forge,
-    } = connect_forge(ctx, &config, &state_dir)?;
+    } = connect_forge(ctx, &config, &state_dir).await?;
     let tracker_json = config
         .security_tracker
         .as_ref()
@@ -823,7 +847,7 @@ impl crate::server::Jobs for ServiceJobs {
         let results = deploy_async(&self.ctx, &req).await?;
         let config = self.ctx.load_config()?;
         let state_dir = self.ctx.state_dir(&config);
-        let c = connect_forge(&self.ctx, &config, &state_dir)?;
+        let c = connect_forge(&self.ctx, &config, &state_dir).await?;
         for r in &results {
             // The deployment record on the merged proposal (plain git: the deployments log).
             if merged.number > 0 {

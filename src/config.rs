@@ -687,6 +687,17 @@ pub struct RawForge {
     pub repository: Option<String>,
     pub token_env: Option<String>,
     pub default_branch: Option<String>,
+    pub app: Option<RawGitHubApp>,
+}
+
+/// GitHub App authentication: `forge.app` in rebake.yaml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGitHubApp {
+    pub id: Option<u64>,
+    pub installation_id: Option<u64>,
+    /// The App's private key (PEM), a file path (relative to rebake.yaml's folder).
+    pub private_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -801,6 +812,8 @@ impl fmt::Display for RepoSlug {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ForgeConfig {
     pub kind: ForgeKind,
+    /// GitHub only: authenticate as this GitHub App installation instead of with a token.
+    pub github_app: Option<GitHubAppConfig>,
     /// GitHub: the API base (default https://api.github.com); Gitea: the server's base URL;
     /// git: the remote URL.
     pub url: String,
@@ -809,6 +822,13 @@ pub struct ForgeConfig {
     /// Name of the environment variable that holds the token (never the token).
     pub token_env: Option<String>,
     pub default_branch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitHubAppConfig {
+    pub app_id: u64,
+    pub installation_id: u64,
+    pub private_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -978,7 +998,7 @@ pub fn validate_config(
     }
 
     if let Some(forge) = raw.forge {
-        config.forge = validate_forge(&mut d, &root.key("forge"), forge);
+        config.forge = validate_forge(&mut d, &root.key("forge"), forge, base_dir);
     }
     if let Some(registry) = raw.registry {
         config.registry = validate_registry(&mut d, &root.key("registry"), registry);
@@ -1100,7 +1120,12 @@ fn check_env_name(d: &mut Diagnostics, field: &FieldPath, value: &str) -> bool {
     false
 }
 
-fn validate_forge(d: &mut Diagnostics, field: &FieldPath, raw: RawForge) -> Option<ForgeConfig> {
+fn validate_forge(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    raw: RawForge,
+    base_dir: &Path,
+) -> Option<ForgeConfig> {
     let errors_before = d.list.len();
     let Some(kind) = raw.kind else {
         d.error(
@@ -1204,11 +1229,57 @@ fn validate_forge(d: &mut Diagnostics, field: &FieldPath, raw: RawForge) -> Opti
             "write a branch name like main or master",
         );
     }
+    let github_app = match raw.app {
+        None => None,
+        Some(_) if kind != ForgeKind::Github => {
+            d.error(
+                &field.key("app"),
+                "is for GitHub only",
+                "remove 'app', or set 'kind: github'",
+            );
+            None
+        }
+        Some(app) => {
+            let f = field.key("app");
+            let need = |d: &mut Diagnostics, name: &str, ok: bool, help: &str| {
+                if !ok {
+                    d.error(&f.key(name), "is missing", help);
+                }
+            };
+            need(
+                d,
+                "id",
+                app.id.is_some(),
+                "add the App's numeric id ('id: 12345')",
+            );
+            need(
+                d,
+                "installation_id",
+                app.installation_id.is_some(),
+                "add the installation id of the App on this repository's owner",
+            );
+            need(
+                d,
+                "private_key_file",
+                app.private_key_file.is_some(),
+                "add the path of the App's private key (PEM) file",
+            );
+            match (app.id, app.installation_id, app.private_key_file) {
+                (Some(app_id), Some(installation_id), Some(key)) => Some(GitHubAppConfig {
+                    app_id,
+                    installation_id,
+                    private_key_file: resolve_path(base_dir, &key),
+                }),
+                _ => None,
+            }
+        }
+    };
     if d.list.len() > errors_before {
         return None;
     }
     Some(ForgeConfig {
         kind,
+        github_app,
         url: url?,
         repository,
         token_env,

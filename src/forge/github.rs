@@ -189,6 +189,20 @@ impl GitHub {
         })
     }
 
+    /// The token git uses to push over https: the personal token, or a fresh installation
+    /// token for a GitHub App (valid for at least 30 more seconds).
+    pub async fn git_token(&self) -> anyhow::Result<String> {
+        use octocrab::secrecy::ExposeSecret;
+        if let Some(t) = &self.secret {
+            return Ok(t.clone());
+        }
+        let token =
+            self.crab.installation_token().await.map_err(|e| {
+                anyhow::anyhow!("GitHub App: cannot get an installation token: {e}")
+            })?;
+        Ok(token.expose_secret().to_string())
+    }
+
     /// `owner/repo`.
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.owner, self.repo)

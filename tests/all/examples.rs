@@ -125,6 +125,28 @@ fn example_images_build_pass_their_tests_and_stay_current() {
         assert!(row.contains("current"), "{again}");
     }
 
+    // A failing test fails the build: nothing is pushed and the good lock stays as it was.
+    let lock_path = repo.join("images/debian/rebake.lock");
+    let good_lock = std::fs::read(&lock_path).unwrap();
+    let policy = repo.join("policies/debian.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text.replace("expect_stdout: trixie", "expect_stdout: bookworm"),
+    )
+    .unwrap();
+    let failed = rebake(
+        state.path(),
+        &args(&["build", "debian", "--no-push", "--force"]),
+    );
+    assert_eq!(failed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("image debian: test stage"), "{err}");
+    assert!(err.contains("is Debian trixie"), "{err}");
+    assert!(err.contains("previous lock is unchanged"), "{err}");
+    assert_eq!(std::fs::read(&lock_path).unwrap(), good_lock);
+    std::fs::write(&policy, text).unwrap();
+
     // The committed Dockerfiles are what the templates render; an edit is caught.
     ok(&rebake(state.path(), &args(&["render", "--check"])));
     let path = repo.join("images/nginx/Dockerfile");

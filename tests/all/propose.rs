@@ -290,5 +290,39 @@ fn github_proposal_survives_a_crash_and_never_duplicates() {
     assert!(err.contains("GitHub rejected the token"), "{err}");
     assert!(err.contains("Pull requests: write"), "{err}");
     assert!(!err.contains("ghp_WRONGtoken999"), "{err}");
+
+    // The same repository through a GitHub App installation instead of a token (rebake.yaml
+    // `forge.app`): the App's installation token is minted and used; nothing else changes.
+    let openssl = crate::support::require_tool("openssl", "openssl");
+    let key = std::process::Command::new(openssl)
+        .args(["genrsa", "2048"])
+        .output()
+        .expect("openssl genrsa");
+    let key_file = ops.clone.join("app-key.pem");
+    std::fs::write(&key_file, &key.stdout).unwrap();
+    fake.enable_app(4242, 77);
+    std::fs::write(
+        ops.clone.join("rebake.yaml"),
+        format!(
+            "forge:\n  kind: github\n  url: {}\n  repository: acme/images\n  app:\n    id: 4242\n    installation_id: 77\n    private_key_file: app-key.pem\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let writes = fake.writes();
+    let as_app = propose(&ops, state, &[]);
+    assert_eq!(
+        action(&as_app, "debian"),
+        "unchanged",
+        "{}",
+        String::from_utf8_lossy(&as_app.stderr)
+    );
+    assert_eq!(fake.writes(), writes);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path.contains("/app/installations/77/access_tokens")),
+        "the installation token was requested"
+    );
     fake.assert_no_violations();
 }
