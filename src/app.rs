@@ -29,6 +29,18 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Every diagnostic of a config or policy file, one per line, as one error.
+fn diagnostics_error(diags: Vec<crate::config::Diagnostic>) -> anyhow::Error {
+    anyhow!(
+        "{}",
+        diags
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
 impl Context {
     /// The config: `--config FILE`, else `<repo>/rebake.yaml` when present, else defaults.
     pub fn load_config(&self) -> Result<Config> {
@@ -37,16 +49,7 @@ impl Context {
             None => Some(self.repo.join("rebake.yaml")).filter(|p| p.exists()),
         };
         match path {
-            Some(p) => crate::config::load(&p).map_err(|diags| {
-                anyhow!(
-                    "{}",
-                    diags
-                        .iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            }),
+            Some(p) => crate::config::load(&p).map_err(diagnostics_error),
             None => Ok(Config::default()),
         }
     }
@@ -157,6 +160,25 @@ pub async fn load_tracker(json: Option<&str>, lists: &[String]) -> Result<Option
     Ok(Some(tracker))
 }
 
+/// The tracker the command line names (`json`, extra advisory lists) or else rebake.yaml's;
+/// rebake.yaml's advisory lists always count.
+pub async fn tracker_from(
+    config: &Config,
+    json: Option<&str>,
+    extra_lists: &[String],
+) -> Result<Option<Tracker>> {
+    let configured = config.security_tracker.as_ref();
+    let json = json
+        .map(str::to_string)
+        .or_else(|| configured.and_then(|t| t.json.clone()));
+    let mut lists = extra_lists.to_vec();
+    if let Some(t) = configured {
+        lists.extend(t.dsa_list.iter().cloned());
+        lists.extend(t.dla_list.iter().cloned());
+    }
+    load_tracker(json.as_deref(), &lists).await
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,21 +210,11 @@ pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
         }
         None => inventories_from_repo(&ctx.repo, &req.images)?,
     };
-    let tracker_json = req.security_tracker.clone().or_else(|| {
-        config
-            .security_tracker
-            .as_ref()
-            .and_then(|t| t.json.clone())
-    });
-    let mut lists = req.advisories.clone();
-    if let Some(t) = &config.security_tracker {
-        lists.extend(t.dsa_list.iter().cloned());
-        lists.extend(t.dla_list.iter().cloned());
-    }
     let state_dir = ctx.state_dir(&config);
     let report = runtime()?.block_on(async {
         let fetcher = Fetcher::new(&state_dir, Progress::auto(false))?;
-        let tracker = load_tracker(tracker_json.as_deref(), &lists).await?;
+        let tracker =
+            tracker_from(&config, req.security_tracker.as_deref(), &req.advisories).await?;
         plan::scan(&fetcher, &entries, tracker.as_ref(), &inventories).await
     })?;
     match req.format {
@@ -300,16 +312,7 @@ pub fn build(ctx: &Context, req: BuildRequest) -> Result<u8> {
 
 /// The repository's policies, or the named ones (an unknown name lists the known ones).
 pub fn load_repo_policies(repo: &Path, images: &[String]) -> Result<Vec<crate::policy::Policy>> {
-    let policies = crate::policy::load_policies(repo).map_err(|diags| {
-        anyhow!(
-            "{}",
-            diags
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let policies = crate::policy::load_policies(repo).map_err(diagnostics_error)?;
     for name in images {
         if !policies.iter().any(|p| &p.name == name) {
             let known: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
@@ -469,11 +472,21 @@ pub async fn deploy_async(
     let config = ctx.load_config()?;
     let state_dir = ctx.state_dir(&config);
     let c = connect_forge(ctx, &config, &state_dir).await?;
+    deploy_on(&c, &config, &state_dir, req).await
+}
+
+/// Deploys through an open forge connection (the service reuses it to comment).
+async fn deploy_on(
+    c: &Connection,
+    config: &Config,
+    state_dir: &Path,
+    req: &DeployRequest,
+) -> Result<Vec<crate::rollout::ImageRollout>> {
     let run = crate::rollout::DeployRun {
-        remote_url: c.remote_url,
-        auth: c.auth,
-        workspace_dir: c.workspace_dir,
-        state_dir: state_dir.clone(),
+        remote_url: c.remote_url.clone(),
+        auth: c.auth.clone(),
+        workspace_dir: c.workspace_dir.clone(),
+        state_dir: state_dir.to_path_buf(),
         engine_host: config.engine.host.clone(),
         registry: config.registry.clone(),
         commit: req.commit.clone(),
@@ -578,16 +591,7 @@ pub async fn propose_async(
         workspace_dir,
         forge,
     } = connect_forge(ctx, &config, &state_dir).await?;
-    let tracker_json = config
-        .security_tracker
-        .as_ref()
-        .and_then(|t| t.json.clone());
-    let mut lists = Vec::new();
-    if let Some(t) = &config.security_tracker {
-        lists.extend(t.dsa_list.iter().cloned());
-        lists.extend(t.dla_list.iter().cloned());
-    }
-    let tracker = load_tracker(tracker_json.as_deref(), &lists).await?;
+    let tracker = tracker_from(&config, None, &[]).await?;
     let run = crate::propose::ProposeRun {
         remote_url,
         auth,
@@ -844,10 +848,10 @@ impl crate::server::Jobs for ServiceJobs {
             commit: Some(merged.merge_commit.clone()),
             format: OutputFormat::Human,
         };
-        let results = deploy_async(&self.ctx, &req).await?;
         let config = self.ctx.load_config()?;
         let state_dir = self.ctx.state_dir(&config);
         let c = connect_forge(&self.ctx, &config, &state_dir).await?;
+        let results = deploy_on(&c, &config, &state_dir, &req).await?;
         for r in &results {
             // The deployment record on the merged proposal (plain git: the deployments log).
             if merged.number > 0 {

@@ -871,6 +871,18 @@ fn split_authority(url: &str) -> Option<(usize, &str)> {
 /// `url` without a password (or token) in its user part: `https://user:pw@host/x` →
 /// `https://user:***@host/x`, `https://token@host/x` → `https://***@host/x`. scp-like ssh
 /// addresses (`git@host:x`) and paths are returned unchanged.
+/// Runs blocking git work on the blocking pool, with the workspace for `remote_url` opened (or
+/// cloned) in `dir` inside the closure: a `Workspace` is not `Sync`.
+pub async fn with_workspace<T: Send + 'static>(
+    remote_url: &str,
+    dir: &Path,
+    auth: &Auth,
+    f: impl FnOnce(&Workspace) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (url, dir, auth) = (remote_url.to_string(), dir.to_path_buf(), auth.clone());
+    tokio::task::spawn_blocking(move || f(&Workspace::open_or_clone(&url, &dir, &auth)?)).await?
+}
+
 pub fn redact_url(url: &str) -> String {
     let Some((rest_start, authority)) = split_authority(url) else {
         return url.to_owned();

@@ -159,22 +159,20 @@ pub async fn build_all(
         let outcome = builder.build(p).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         results.push(match outcome {
-            Ok(Built::Current(lock)) => BuildResult {
-                image: p.name.clone(),
-                result: "current".into(),
-                image_id: lock.image.as_ref().map(|i| i.id.clone()),
-                digest: lock.image.and_then(|i| i.digest),
-                duration_ms,
-                error: None,
-            },
-            Ok(Built::New(lock)) => BuildResult {
-                image: p.name.clone(),
-                result: "built".into(),
-                image_id: lock.image.as_ref().map(|i| i.id.clone()),
-                digest: lock.image.and_then(|i| i.digest),
-                duration_ms,
-                error: None,
-            },
+            Ok(built) => {
+                let (result, lock) = match built {
+                    Built::Current(lock) => ("current", lock),
+                    Built::New(lock) => ("built", lock),
+                };
+                BuildResult {
+                    image: p.name.clone(),
+                    result: result.into(),
+                    image_id: lock.image.as_ref().map(|i| i.id.clone()),
+                    digest: lock.image.and_then(|i| i.digest),
+                    duration_ms,
+                    error: None,
+                }
+            }
             Err(e) => BuildResult {
                 image: p.name.clone(),
                 result: "failed".into(),

@@ -244,6 +244,18 @@ pub fn body(image: &str, old: Option<&Lock>, new: &Lock, changes: &[Change]) -> 
     b
 }
 
+/// A proposal's title and body for the move from `old` to `new`.
+pub fn describe(
+    image: &str,
+    old: Option<&Lock>,
+    new: &Lock,
+    index: &ReleaseIndex,
+    tracker: Option<&Tracker>,
+) -> (String, String) {
+    let ch = changes(old, new, index, tracker);
+    (title(image, &ch), body(image, old, new, &ch))
+}
+
 /// The commit message of a proposal's head: title, blank line, body.
 pub fn commit_message(title: &str, body: &str) -> String {
     format!("{title}\n\n{body}")
@@ -382,19 +394,12 @@ fn image_files(name: &str) -> [std::path::PathBuf; 2] {
     ]
 }
 
-/// Runs blocking git work on a fresh `Workspace` (it is not `Sync`).
+/// Blocking git work on the run's workspace.
 async fn with_workspace<T: Send + 'static>(
     run: &ProposeRun,
     f: impl FnOnce(&crate::git::Workspace) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    let url = run.remote_url.clone();
-    let dir = run.workspace_dir.clone();
-    let auth = run.auth.clone();
-    tokio::task::spawn_blocking(move || {
-        let ws = crate::git::Workspace::open_or_clone(&url, &dir, &auth)?;
-        f(&ws)
-    })
-    .await?
+    crate::git::with_workspace(&run.remote_url, &run.workspace_dir, &run.auth, f).await
 }
 
 /// `rebake propose`: scan → build → one reconciled proposal per image.
@@ -547,19 +552,32 @@ async fn propose_one<F: Forge>(
             }
         }
     }
-    let (head, new_lock) = match reuse {
+    let (head, new_lock, t, proposal_body) = match reuse {
         Some(head) => {
             let lock = Lock::read(&crate::lock::path_for(scratch, &name))?;
-            (head, lock)
+            let index = builder.index(policy)?;
+            let (t, b) = describe(
+                &name,
+                default_lock.as_ref(),
+                &lock,
+                index,
+                run.tracker.as_ref(),
+            );
+            (head, lock, t, b)
         }
         None => {
             let lock = match builder.build(policy).await? {
                 crate::pipeline::Built::New(l) | crate::pipeline::Built::Current(l) => l,
             };
             let index = builder.index(policy)?;
-            let ch = changes(default_lock.as_ref(), &lock, index, run.tracker.as_ref());
-            let t = title(&name, &ch);
-            let message = commit_message(&t, &body(&name, default_lock.as_ref(), &lock, &ch));
+            let (t, text) = describe(
+                &name,
+                default_lock.as_ref(),
+                &lock,
+                index,
+                run.tracker.as_ref(),
+            );
+            let message = commit_message(&t, &text);
             let mut changed: Vec<std::path::PathBuf> = files.to_vec();
             // Manifests (compose, stack, Kubernetes) move to the new digest in the same commit.
             if let Some(digest) = lock.image.as_ref().and_then(|i| i.digest.clone()) {
@@ -582,7 +600,7 @@ async fn propose_one<F: Forge>(
             })
             .await?;
             match outcome {
-                (c, crate::git::PushOutcome::Pushed) => (c, lock),
+                (c, crate::git::PushOutcome::Pushed) => (c, lock, t, text),
                 (_, crate::git::PushOutcome::LeaseBroken { remote }) => {
                     return Ok(result(
                         Action::Skipped,
@@ -597,17 +615,9 @@ async fn propose_one<F: Forge>(
             }
         }
     };
-    let index = builder.index(policy)?;
-    let ch = changes(
-        default_lock.as_ref(),
-        &new_lock,
-        index,
-        run.tracker.as_ref(),
-    );
-    let t = title(&name, &ch);
     let new = NewProposal {
         title: t.clone(),
-        body: body(&name, default_lock.as_ref(), &new_lock, &ch),
+        body: proposal_body,
         head_branch: branch.clone(),
         base_branch: default_branch.to_string(),
         labels: policy.review.labels.clone(),

@@ -50,16 +50,12 @@ impl ImageRollout {
     }
 }
 
+/// Blocking git work on the run's workspace.
 async fn with_workspace<T: Send + 'static>(
     run: &DeployRun,
     f: impl FnOnce(&Workspace) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let (url, dir, auth) = (
-        run.remote_url.clone(),
-        run.workspace_dir.clone(),
-        run.auth.clone(),
-    );
-    tokio::task::spawn_blocking(move || f(&Workspace::open_or_clone(&url, &dir, &auth)?)).await?
+    crate::git::with_workspace(&run.remote_url, &run.workspace_dir, &run.auth, f).await
 }
 
 /// The proposal head that brought `image`'s current lock into `commit`: walking the first-parent
