@@ -900,6 +900,14 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
                 secret_env: config.webhook.secret_env.clone(),
                 state_dir,
                 schedule: Some(config.schedule.scan.clone()),
+                deploys_from: config.forge.as_ref().and_then(|f| {
+                    f.repository
+                        .as_ref()
+                        .map(|slug| crate::server::DeploysFrom {
+                            repository: format!("{}/{}", slug.owner, slug.name),
+                            branch: f.default_branch.clone(),
+                        })
+                }),
             },
             std::sync::Arc::new(ServiceJobs { ctx: ctx.clone() }),
             shutdown,

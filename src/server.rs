@@ -134,6 +134,18 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// When to scan; `None` runs no scheduler (scans only when the caller asks).
     pub schedule: Option<CronSchedule>,
+    /// The repository and branch deploys come from; a merged pull request of any other (an
+    /// organisation-wide webhook, a merge into a side branch) deploys nothing. `None` accepts
+    /// any.
+    pub deploys_from: Option<DeploysFrom>,
+}
+
+/// Where merged proposals are deployed from.
+#[derive(Debug, Clone)]
+pub struct DeploysFrom {
+    /// `owner/name`, compared without regard to case like the forges do.
+    pub repository: String,
+    pub branch: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,6 +456,7 @@ pub struct Service {
 
 struct Inner {
     secret_env: String,
+    deploys_from: Option<DeploysFrom>,
     metrics: Metrics,
     deliveries: Mutex<Deliveries>,
     queue: Mutex<Queue>,
@@ -478,6 +491,7 @@ impl Service {
         }
         let inner = Arc::new(Inner {
             secret_env: config.secret_env.clone(),
+            deploys_from: config.deploys_from.clone(),
             metrics: Metrics::new(),
             deliveries: Mutex::new(Deliveries {
                 path: deliveries_path,
@@ -856,6 +870,22 @@ impl Service {
                 outcome(status, result, message)
             }
             Ok(PullRequestDecision::Deploy(merged)) => {
+                if let Some(from) = &self.inner.deploys_from {
+                    if !merged.repository.eq_ignore_ascii_case(&from.repository)
+                        || merged.base_branch != from.branch
+                    {
+                        let message = format!(
+                            "{} merged into {} of {}: this service deploys from {} of {}",
+                            merged.key(),
+                            merged.base_branch,
+                            merged.repository,
+                            from.branch,
+                            from.repository
+                        );
+                        info!("{forge} pull_request: {message}");
+                        return outcome(StatusCode::OK, "other_repository", message);
+                    }
+                }
                 let key = merged.key();
                 match self.enqueue_deploy(merged) {
                     Ok(Enqueued::Queued) => {

@@ -14,6 +14,7 @@ mod publish;
 mod render;
 mod run_once;
 mod scan;
+mod serve_e2e;
 mod server;
 mod support;
 mod support_selftest;

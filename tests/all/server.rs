@@ -108,6 +108,7 @@ async fn start(state_dir: &Path, secret_env: &str, jobs: Arc<FakeJobs>) -> Runni
         secret_env: secret_env.to_string(),
         state_dir: state_dir.to_path_buf(),
         schedule: None,
+        deploys_from: None,
     };
     let task = tokio::spawn(serve(listener, config, jobs, async move {
         let _ = stopped.await;
@@ -213,7 +214,7 @@ fn fixture_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn github_fixture(name: &str) -> Value {
+pub(crate) fn github_fixture(name: &str) -> Value {
     let path = fixture_path(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
@@ -726,6 +727,7 @@ async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
         secret_env: SECRET_ENV.to_string(),
         state_dir: dir.path().to_path_buf(),
         schedule: None,
+        deploys_from: None,
     };
     let service = Service::start(&config, jobs.clone()).unwrap();
     let schedule = CronSchedule::parse("*/5 * * * *").unwrap();

@@ -99,6 +99,7 @@ pub fn md5_hex(data: &[u8]) -> String {
 pub mod engine;
 pub mod fake_gitea;
 pub mod fake_github;
+pub mod gitops;
 pub mod openapi;
 pub mod registry;
 pub mod tiny_image;

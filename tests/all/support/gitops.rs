@@ -1,0 +1,177 @@
+//! A user's GitOps repository for end-to-end runs of the `rebake` binary: a bare "origin" on
+//! disk (what a forge fake or a git server serves) and a clone where rebake runs, with the
+//! example `debian` policy or the small `ticker` image below.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+/// One state directory for the end-to-end runs, so the base image is built once; runs are
+/// serialized because they share it.
+pub fn shared_state() -> (&'static Path, std::sync::MutexGuard<'static, ()>) {
+    static STATE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    (
+        STATE.get_or_init(|| tempfile::tempdir().unwrap()).path(),
+        guard,
+    )
+}
+
+/// Runs the git CLI in `dir` as a human would (used to set up and to merge), panicking with
+/// git's message on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Human")
+        .env("GIT_AUTHOR_EMAIL", "human@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Human")
+        .env("GIT_COMMITTER_EMAIL", "human@example.invalid")
+        .output()
+        .expect("git CLI (apt-get install git) is used to set up these tests");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare "origin" and a clone of it where rebake runs.
+pub struct GitOps {
+    pub dir: tempfile::TempDir,
+    pub bare: PathBuf,
+    pub clone: PathBuf,
+}
+
+/// The smallest image that runs as a service: Debian's base with no extra package, a process
+/// that stops at once on SIGTERM, a command health check.
+pub const TICKER_TEMPLATE: &str = r#"FROM {{base_image}}
+LABEL org.opencontainers.image.title="{{policy_name}}"
+CMD ["sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+"#;
+
+/// The `ticker` policy deploying to the container `container`.
+pub fn ticker_policy(container: &str) -> String {
+    format!(
+        "template: ticker.Dockerfile.hbs\nsuite: trixie\ntests:\n  - name: has the Debian version\n    file:\n      path: /etc/debian_version\ndeploy:\n  - docker:\n      name: {container}\n      health:\n        command: [test, -e, /etc/debian_version]\n        timeout_seconds: 30\nreview:\n  labels: [rebake]\n"
+    )
+}
+
+/// A GitOps repository whose `main` holds the example `debian` policy and template.
+pub fn gitops() -> GitOps {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files: Vec<(String, String)> = ["policies/debian.yaml", "templates/debian.Dockerfile.hbs"]
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read_to_string(root.join(f)).unwrap(),
+            )
+        })
+        .collect();
+    gitops_with(&files)
+}
+
+/// A GitOps repository whose `main` holds the `ticker` image deploying to `container`.
+pub fn ticker_gitops(container: &str) -> GitOps {
+    gitops_with(&[
+        ("policies/ticker.yaml".into(), ticker_policy(container)),
+        (
+            "templates/ticker.Dockerfile.hbs".into(),
+            TICKER_TEMPLATE.into(),
+        ),
+    ])
+}
+
+/// A GitOps repository whose `main` holds `files` (path, content).
+pub fn gitops_with(files: &[(String, String)]) -> GitOps {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("origin.git");
+    let clone = dir.path().join("work");
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    for (path, content) in files {
+        let to = clone.join(path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, content).unwrap();
+    }
+    git(&clone, &["checkout", "-q", "-b", "main"]);
+    git(&clone, &["add", "."]);
+    git(&clone, &["commit", "-q", "-m", "the images"]);
+    git(&clone, &["push", "-q", "origin", "main"]);
+    GitOps { dir, bare, clone }
+}
+
+/// `rebake <args> --repo <clone>` with the shared state directory and `env`.
+pub fn rebake(ops: &GitOps, state: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rebake"));
+    cmd.args(args)
+        .arg("--repo")
+        .arg(&ops.clone)
+        .env("REBAKE_STATE_DIR", state)
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run rebake")
+}
+
+/// `rebake propose --repo <clone>`.
+pub fn propose(ops: &GitOps, state: &Path, env: &[(&str, &str)]) -> Output {
+    rebake(ops, state, &["propose"], env)
+}
+
+/// Exit code, stdout and stderr, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The ACTION column of the image's row.
+pub fn action(out: &Output, image: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(image))
+        .unwrap_or_else(|| panic!("no row for {image}:\n{}", text(out)));
+    row.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The commit `branch` points to in `bare`, if the branch exists.
+pub fn branch_head(bare: &Path, branch: &str) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(bare)
+        .args([
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("refs/heads/{branch}"),
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
