@@ -494,11 +494,28 @@ async fn propose_one<F: Forge>(
                 "rebake: {name} is current on {default_branch} again (no newer Debian packages than its lock); closing this proposal."
             );
             forge.close_with_comment(&p, &note).await?;
+            // The branch goes with the proposal, on every forge (plain git's close already
+            // deleted it), leased on the head the proposal was read at: a newer commit someone
+            // pushed is never deleted.
+            let mut detail = None;
+            if let Ok(head) = git2::Oid::from_str(&p.head_sha) {
+                let b = branch.clone();
+                let outcome = with_workspace(run, move |ws| match ws.remote_head(&b)? {
+                    Some(_) => ws.delete_remote_branch(&b, head).map(Some),
+                    None => Ok(None),
+                })
+                .await?;
+                if let Some(crate::git::PushOutcome::LeaseBroken { .. }) = outcome {
+                    detail = Some(format!(
+                        "branch {branch} moved since the proposal was read; not deleting it"
+                    ));
+                }
+            }
             return Ok(result(
                 Action::Closed,
                 Some(&p),
                 Some(p.title.clone()),
-                None,
+                detail,
             ));
         }
         return Ok(result(Action::Current, None, None, None));

@@ -1,132 +1,14 @@
 //! `rebake propose` end to end, as a user runs it in a clone of their GitOps repository: real
 //! git remotes, the real Debian mirror and engine for the build, and the plain-git forge or the
-//! stateful fake GitHub (every request checked against GitHub's schema).
+//! stateful fakes of GitHub and Gitea (every request checked against the forge's schema).
 
 use crate::support::engine::runtime;
+use crate::support::fake_gitea::{FakeGitea, FakePr};
 use crate::support::fake_github::FakeGitHub;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
-
-/// One state directory for these tests, so the base image is built once; runs are serialized
-/// because they share it.
-fn shared_state() -> (&'static Path, std::sync::MutexGuard<'static, ()>) {
-    static STATE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    (
-        STATE.get_or_init(|| tempfile::tempdir().unwrap()).path(),
-        guard,
-    )
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Human")
-        .env("GIT_AUTHOR_EMAIL", "human@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Human")
-        .env("GIT_COMMITTER_EMAIL", "human@example.invalid")
-        .output()
-        .expect("git CLI (apt-get install git) is used to set up these tests");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A bare "origin" holding the example `debian` policy and template on `main`, and a clone of
-/// it where rebake runs.
-struct GitOps {
-    _dir: tempfile::TempDir,
-    bare: PathBuf,
-    clone: PathBuf,
-}
-
-fn gitops() -> GitOps {
-    let dir = tempfile::tempdir().unwrap();
-    let bare = dir.path().join("origin.git");
-    let clone = dir.path().join("work");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-    );
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            bare.to_str().unwrap(),
-            clone.to_str().unwrap(),
-        ],
-    );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in ["policies/debian.yaml", "templates/debian.Dockerfile.hbs"] {
-        let to = clone.join(f);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(root.join(f), to).unwrap();
-    }
-    git(&clone, &["checkout", "-q", "-b", "main"]);
-    git(&clone, &["add", "."]);
-    git(&clone, &["commit", "-q", "-m", "example debian image"]);
-    git(&clone, &["push", "-q", "origin", "main"]);
-    GitOps {
-        _dir: dir,
-        bare,
-        clone,
-    }
-}
-
-fn propose(ops: &GitOps, state: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rebake"));
-    cmd.args(["propose", "--repo"])
-        .arg(&ops.clone)
-        .env("REBAKE_STATE_DIR", state)
-        .env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run rebake")
-}
-
-/// The ACTION column of the image's row.
-fn action(out: &Output, image: &str) -> String {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let row = text
-        .lines()
-        .find(|l| l.starts_with(image))
-        .unwrap_or_else(|| {
-            panic!(
-                "no row for {image}:\n{text}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    row.split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn branch_head(bare: &Path, branch: &str) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(bare)
-        .args([
-            "rev-parse",
-            "--verify",
-            "-q",
-            &format!("refs/heads/{branch}"),
-        ])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
+use crate::support::gitops::{
+    action, branch_head, git, gitops, propose, shared_state, text, ticker_gitops, GitOps,
+    TICKER_TEMPLATE,
+};
 
 #[test]
 fn plain_git_proposal_lifecycle() {
@@ -325,4 +207,224 @@ fn github_proposal_survives_a_crash_and_never_duplicates() {
         "the installation token was requested"
     );
     fake.assert_no_violations();
+}
+
+/// The Gitea twin of the two tests above, on the small `ticker` image: opened, unchanged,
+/// updated through a rate limit and server errors, a rejected token, closed when the image is
+/// current again, and a crash between the push and the PR creation repaired by the rerun.
+#[test]
+fn gitea_proposal_lifecycle_end_to_end() {
+    let ops = ticker_gitops("rebake-test-gitea-ticker");
+    let (state, _guard) = shared_state();
+    const TOKEN: &str = "gitea_testTOKEN0123456789";
+    let fake = runtime().block_on(FakeGitea::start(&ops.bare, "acme", "images", TOKEN));
+    std::fs::write(
+        ops.clone.join("rebake.yaml"),
+        format!(
+            "forge:\n  kind: gitea\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITEA_TOKEN\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let env = [("REBAKE_TEST_GITEA_TOKEN", TOKEN)];
+    let run = || propose(&ops, state, &env);
+    let main = || git(&ops.bare, &["rev-parse", "refs/heads/main"]);
+    let passed_on = |sha: &str| {
+        let statuses = fake.statuses(sha);
+        assert!(
+            statuses
+                .iter()
+                .any(|s| s.context == "rebake/test" && s.state == "success"),
+            "no passing rebake/test status on {sha}: {statuses:?}"
+        );
+    };
+
+    // 1. First run: built, pushed on rebake/ticker off main, one PR with the policy's labels
+    //    and a passing status on its head.
+    let first = run();
+    assert_eq!(action(&first, "ticker"), "opened", "{}", text(&first));
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let head = branch_head(&ops.bare, "rebake/ticker").expect("branch pushed");
+    assert_eq!(git(&ops.bare, &["rev-parse", &format!("{head}^")]), main());
+    let pr = only_open_pr(&fake);
+    assert_eq!(
+        (pr.head.as_str(), pr.base.as_str()),
+        ("rebake/ticker", "main")
+    );
+    assert!(
+        pr.title.starts_with("ticker: first build ("),
+        "{}",
+        pr.title
+    );
+    for part in [
+        "### Packages",
+        "| has the Debian version | pass |",
+        "### Reproduce locally",
+    ] {
+        assert!(pr.body.contains(part), "{part} missing from:\n{}", pr.body);
+    }
+    assert_proposal_is_head(&ops, &pr, &head);
+    assert_eq!(fake.pr_label_names(pr.number), ["rebake"]);
+    passed_on(&head);
+
+    // 2. Nothing changed: no write to Gitea, the branch does not move.
+    let writes = fake.writes();
+    let second = run();
+    assert_eq!(action(&second, "ticker"), "unchanged", "{}", text(&second));
+    assert_eq!(fake.writes(), writes);
+    assert_eq!(branch_head(&ops.bare, "rebake/ticker"), Some(head.clone()));
+
+    // 3 + 4. main changes (the template gains a label): the open PR is updated (new commit on
+    //    top of the new main, body rewritten, same number) although Gitea first answers the
+    //    body's rewrite with a rate limit and the new head's status with two server errors.
+    change_template(&ops, "updated");
+    fake.fail_next(
+        "PATCH",
+        &format!("/repos/acme/images/pulls/{}", pr.number),
+        429,
+        &[("Retry-After", "1")],
+    );
+    fake.fail_times("POST", "/repos/acme/images/statuses/", 500, &[], 2);
+    let updated = run();
+    assert_eq!(action(&updated, "ticker"), "updated", "{}", text(&updated));
+    assert_eq!(updated.status.code(), Some(0), "{}", text(&updated));
+    let new_head = branch_head(&ops.bare, "rebake/ticker").unwrap();
+    assert_ne!(new_head, head);
+    assert_eq!(
+        git(&ops.bare, &["rev-parse", &format!("{new_head}^")]),
+        main()
+    );
+    let after = only_open_pr(&fake);
+    assert_eq!(after.number, pr.number);
+    assert_ne!(after.body, pr.body, "body rewritten");
+    assert_proposal_is_head(&ops, &after, &new_head);
+    assert_eq!(fake.pr_label_names(after.number), ["rebake"]);
+    passed_on(&new_head);
+    let tries = |method: &str, path: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path == path)
+            .count()
+    };
+    assert_eq!(
+        tries("PATCH", &format!("/repos/acme/images/pulls/{}", pr.number)),
+        2,
+        "the rate-limited rewrite was retried once"
+    );
+    assert_eq!(
+        tries("POST", &format!("/repos/acme/images/statuses/{new_head}")),
+        3,
+        "the status was retried past two server errors"
+    );
+
+    // 6. A rejected token is a clear error naming Gitea and the scopes, never the token; nothing
+    //    is written.
+    let writes = fake.writes();
+    let wrong = "gitea_WRONGtoken999";
+    let denied = propose(&ops, state, &[("REBAKE_TEST_GITEA_TOKEN", wrong)]);
+    let out = text(&denied);
+    assert_eq!(denied.status.code(), Some(1), "{out}");
+    assert_eq!(action(&denied, "ticker"), "failed", "{out}");
+    assert!(out.contains("Gitea rejected the token"), "{out}");
+    assert!(
+        out.contains("write:repository") && out.contains("write:issue"),
+        "{out}"
+    );
+    assert!(!out.contains(wrong) && !out.contains(TOKEN), "{out}");
+    assert_eq!(fake.writes(), writes);
+
+    // 7. Someone applies the proposed image to main by hand: the PR is closed with a comment
+    //    saying why, and its branch deleted.
+    git(&ops.clone, &["fetch", "-q", "origin"]);
+    git(
+        &ops.clone,
+        &["checkout", "-q", "origin/rebake/ticker", "--", "images"],
+    );
+    git(
+        &ops.clone,
+        &["commit", "-q", "-m", "apply the rebuilt image by hand"],
+    );
+    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    let closed = run();
+    assert_eq!(action(&closed, "ticker"), "closed", "{}", text(&closed));
+    let pr1 = fake.pr(pr.number);
+    assert_eq!((pr1.state.as_str(), pr1.merged), ("closed", false));
+    let comments = fake.comments(pr.number);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(comments[0].contains("current on main"), "{comments:?}");
+    assert_eq!(
+        branch_head(&ops.bare, "rebake/ticker"),
+        None,
+        "branch deleted"
+    );
+    let writes = fake.writes();
+    let current = run();
+    assert_eq!(action(&current, "ticker"), "current", "{}", text(&current));
+    assert_eq!(fake.writes(), writes);
+
+    // 5. A new change; the branch is pushed, then opening the PR fails for good (every one of
+    //    rebake's 4 attempts): a crash between the push and the PR creation.
+    change_template(&ops, "changed again");
+    fake.fail_times("POST", "/repos/acme/images/pulls", 500, &[], 4);
+    let crashed = run();
+    assert_eq!(action(&crashed, "ticker"), "failed", "{}", text(&crashed));
+    assert_eq!(crashed.status.code(), Some(1), "{}", text(&crashed));
+    let pushed = branch_head(&ops.bare, "rebake/ticker").expect("branch pushed before the crash");
+    assert!(open_prs(&fake).is_empty());
+    // The rerun reuses the branch and opens exactly one PR, even though Gitea creates it and
+    // then answers 500 (the retry finds the PR the failed attempt opened).
+    fake.fail_next_after_processing("POST", "/repos/acme/images/pulls", 500);
+    let rerun = run();
+    assert_eq!(action(&rerun, "ticker"), "opened", "{}", text(&rerun));
+    assert_eq!(
+        branch_head(&ops.bare, "rebake/ticker"),
+        Some(pushed.clone())
+    );
+    let reopened = only_open_pr(&fake);
+    assert_ne!(reopened.number, pr.number);
+    assert_eq!(fake.prs().len(), 2, "the closed one and the new one");
+    assert_proposal_is_head(&ops, &reopened, &pushed);
+    assert_eq!(fake.pr_label_names(reopened.number), ["rebake"]);
+    passed_on(&pushed);
+
+    fake.assert_no_violations();
+}
+
+fn open_prs(fake: &FakeGitea) -> Vec<FakePr> {
+    fake.prs()
+        .into_iter()
+        .filter(|p| p.state == "open")
+        .collect()
+}
+
+fn only_open_pr(fake: &FakeGitea) -> FakePr {
+    let open = open_prs(fake);
+    assert_eq!(open.len(), 1, "exactly one open PR: {open:?}");
+    open.into_iter().next().unwrap()
+}
+
+/// `pr` is the proposal on rebake/ticker whose head is `head`: its title and body are those
+/// of that commit.
+fn assert_proposal_is_head(ops: &GitOps, pr: &FakePr, head: &str) {
+    assert_eq!(pr.head, "rebake/ticker");
+    assert_eq!(
+        branch_head(&ops.bare, "rebake/ticker").as_deref(),
+        Some(head)
+    );
+    let message = git(&ops.bare, &["log", "-1", "--format=%B", head]);
+    assert_eq!(message, format!("{}\n\n{}", pr.title, pr.body).trim_end());
+}
+
+/// A human changes the ticker template on main (one more LABEL) and pushes.
+fn change_template(ops: &GitOps, description: &str) {
+    std::fs::write(
+        ops.clone.join("templates/ticker.Dockerfile.hbs"),
+        format!("{TICKER_TEMPLATE}LABEL org.opencontainers.image.description=\"{description}\"\n"),
+    )
+    .unwrap();
+    git(
+        &ops.clone,
+        &["commit", "-q", "-am", "ticker: describe the image"],
+    );
+    git(&ops.clone, &["push", "-q", "origin", "main"]);
 }
