@@ -706,6 +706,8 @@ pub struct RawRegistry {
     pub url: Option<String>,
     #[serde(default)]
     pub insecure: bool,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -840,6 +842,10 @@ pub struct RegistryConfig {
     pub namespace: Option<String>,
     /// Plain HTTP (a registry on 127.0.0.1 in tests).
     pub insecure: bool,
+    /// The registry login, when it needs one; always with `password_env`.
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password or token (never the secret).
+    pub password_env: Option<String>,
 }
 
 impl RegistryConfig {
@@ -1314,6 +1320,7 @@ fn validate_registry(
         );
         return None;
     };
+    let root = field.clone();
     let field = field.key("url");
     if url.contains("://") {
         d.error(
@@ -1373,11 +1380,27 @@ fn validate_registry(
             return None;
         }
     }
+    match (&raw.username, &raw.password_env) {
+        (Some(_), None) => d.error(
+            &root.key("password_env"),
+            "is missing",
+            "name the environment variable holding the registry password or token, \
+             like 'password_env: REBAKE_REGISTRY_PASSWORD'",
+        ),
+        (None, Some(_)) => d.error(
+            &root.key("username"),
+            "is missing",
+            "add the registry login name that goes with password_env",
+        ),
+        _ => {}
+    }
     Some(RegistryConfig {
         url: url.clone(),
         host: host.to_string(),
         namespace: namespace.map(str::to_string),
         insecure: raw.insecure,
+        username: raw.username,
+        password_env: raw.password_env,
     })
 }
 
@@ -1668,6 +1691,24 @@ git:
             "127.0.0.1:5000/rebake/nginx"
         );
         assert!(registry.insecure);
+    }
+
+    #[test]
+    fn registry_login_needs_the_user_and_the_secret_variable() {
+        let errors = parse(
+            Path::new("rebake.yaml"),
+            "registry:\n  url: r.example:5000\n  username: bot\n",
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "registry.password_env");
+        let config = parse(
+            Path::new("rebake.yaml"),
+            "registry:\n  url: r.example:5000\n  username: bot\n  password_env: REG_PW\n",
+        )
+        .unwrap();
+        let registry = config.registry.unwrap();
+        assert_eq!(registry.username.as_deref(), Some("bot"));
+        assert_eq!(registry.password_env.as_deref(), Some("REG_PW"));
     }
 
     #[test]

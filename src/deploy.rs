@@ -43,6 +43,7 @@ use crate::policy::{
     DockerTarget, HealthProbe, HttpCheck, PortProtocol, RestartPolicy, SwarmTarget, VolumeSource,
     DEFAULT_HEALTH_TIMEOUT_SECONDS,
 };
+use crate::publish::RegistryAuth;
 
 /// Label on every container rebake deploys: the image reference it was deployed from.
 pub const IMAGE_LABEL: &str = "dev.rebake.image";
@@ -142,6 +143,16 @@ pub async fn deploy_docker(
     target: &DockerTarget,
     image_ref: &str,
 ) -> Result<DeployOutcome> {
+    deploy_docker_with(docker, target, image_ref, None).await
+}
+
+/// [`deploy_docker`], pulling the image with the registry login `auth` when the engine lacks it.
+pub async fn deploy_docker_with(
+    docker: &Docker,
+    target: &DockerTarget,
+    image_ref: &str,
+    auth: Option<&RegistryAuth>,
+) -> Result<DeployOutcome> {
     let started = Instant::now();
     let name = target.name.as_str();
     let mut outcome = DeployOutcome {
@@ -155,7 +166,7 @@ pub async fn deploy_docker(
         result: DeployResult::Deployed,
         duration: Duration::ZERO,
     };
-    let result = deploy_docker_inner(docker, target, image_ref, &mut outcome).await;
+    let result = deploy_docker_inner(docker, target, image_ref, auth, &mut outcome).await;
     outcome.duration = started.elapsed();
     let result = result?;
     outcome.result = result;
@@ -173,13 +184,14 @@ async fn deploy_docker_inner(
     docker: &Docker,
     target: &DockerTarget,
     image_ref: &str,
+    auth: Option<&RegistryAuth>,
     outcome: &mut DeployOutcome,
 ) -> Result<DeployResult> {
     let name = target.name.as_str();
     let previous_name = format!("{name}{PREVIOUS_SUFFIX}");
     recover_interrupted(docker, name, &previous_name).await?;
 
-    let image = match ensure_image(docker, image_ref).await {
+    let image = match ensure_image(docker, image_ref, auth).await {
         Ok(image) => image,
         Err(e) => return Ok(DeployResult::Failed { reason: e }),
     };
@@ -340,7 +352,11 @@ async fn restore(
 }
 
 /// The image, pulled first when the engine lacks it and `image_ref` names a registry.
-async fn ensure_image(docker: &Docker, image_ref: &str) -> Result<ImageInspect, String> {
+async fn ensure_image(
+    docker: &Docker,
+    image_ref: &str,
+    auth: Option<&RegistryAuth>,
+) -> Result<ImageInspect, String> {
     match docker.inspect_image(image_ref).await {
         Ok(image) => return Ok(image),
         Err(e) if !is_not_found(&e) => {
@@ -358,7 +374,8 @@ async fn ensure_image(docker: &Docker, image_ref: &str) -> Result<ImageInspect, 
         from_image: Some(image_ref.to_string()),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(options), None, None);
+    let credentials = auth.map(RegistryAuth::engine_credentials);
+    let mut stream = docker.create_image(Some(options), None, credentials);
     while let Some(item) = stream.next().await {
         if let Err(e) = item {
             return Err(format!("cannot pull {image_ref}: {e}"));
@@ -810,12 +827,14 @@ fn normalized_repository(repository: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// How a swarm update is run and waited for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SwarmSettings {
     /// How long each updated task is watched for failure before the update moves on.
     pub monitor: Duration,
     /// How long the update (including a rollback) may take to converge.
     pub timeout: Duration,
+    /// The registry login the swarm's nodes pull the image with.
+    pub registry_auth: Option<RegistryAuth>,
 }
 
 impl Default for SwarmSettings {
@@ -823,6 +842,7 @@ impl Default for SwarmSettings {
         SwarmSettings {
             monitor: Duration::from_secs(5),
             timeout: Duration::from_secs(300),
+            registry_auth: None,
         }
     }
 }
@@ -938,7 +958,15 @@ pub async fn deploy_swarm_with(
         ..Default::default()
     };
     let response = docker
-        .update_service(service_name, spec, options, None)
+        .update_service(
+            service_name,
+            spec,
+            options,
+            settings
+                .registry_auth
+                .as_ref()
+                .map(RegistryAuth::engine_credentials),
+        )
         .await
         .with_context(|| format!("cannot update the swarm service {service_name}"))?;
     for warning in response.warnings.unwrap_or_default() {

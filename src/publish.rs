@@ -8,6 +8,10 @@
 //!
 //! [`registry_has`] asks the registry itself (Docker Registry HTTP API v2) whether a manifest
 //! exists, for the deploy stage's "the digest exists in the registry" rule.
+//!
+//! A registry that needs a login gets [`RegistryAuth`]: the engine receives it with the push
+//! and pull (X-Registry-Auth), and rebake's own requests answer the registry's challenge —
+//! `Basic`, or `Bearer` through the token service it names (the Docker token protocol).
 
 use std::time::Duration;
 
@@ -27,6 +31,57 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.
 /// Time for one request to the registry's HTTP API.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A registry login: user name from rebake.yaml, secret from the environment variable it names.
+/// `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    /// `host[:port]` of the registry.
+    pub server: String,
+    pub username: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+impl RegistryAuth {
+    /// The login rebake.yaml configures for `registry`, if any; an error when the environment
+    /// variable holding the secret is not set.
+    pub fn from_config(registry: &RegistryConfig) -> Result<Option<RegistryAuth>> {
+        let (Some(username), Some(var)) = (&registry.username, &registry.password_env) else {
+            return Ok(None);
+        };
+        let secret = std::env::var(var).map_err(|_| {
+            anyhow!(
+                "registry {}: environment variable {var} (registry.password_env) is not set",
+                registry.url
+            )
+        })?;
+        Ok(Some(RegistryAuth {
+            server: registry.host.clone(),
+            username: username.clone(),
+            secret,
+        }))
+    }
+
+    /// The form the engine takes (sent as X-Registry-Auth).
+    pub fn engine_credentials(&self) -> bollard::auth::DockerCredentials {
+        bollard::auth::DockerCredentials {
+            username: Some(self.username.clone()),
+            password: Some(self.secret.clone()),
+            serveraddress: Some(self.server.clone()),
+            ..Default::default()
+        }
+    }
+}
+
 /// Tags `image_id` as `<registry repository>/<image_name>:<tag>`, pushes it, and returns
 /// `<registry repository>/<image_name>@sha256:<digest>`.
 pub async fn push(
@@ -38,6 +93,7 @@ pub async fn push(
 ) -> Result<String> {
     let repo = registry.repository_for(image_name);
     let stage = || format!("image {image_name}: publish to registry {}", registry.url);
+    let auth = RegistryAuth::from_config(registry).with_context(stage)?;
 
     // A registry that does not answer at all gets a clear error at once, rather than the
     // engine's retries.
@@ -59,11 +115,29 @@ pub async fn push(
         tag: Some(tag.to_string()),
         platform: None,
     };
-    let mut stream = docker.push_image(&repo, Some(options), None);
+    let credentials = auth.as_ref().map(RegistryAuth::engine_credentials);
+    let mut stream = docker.push_image(&repo, Some(options), credentials);
     let mut digest: Option<String> = None;
     while let Some(item) = stream.next().await {
         let info = item
-            .map_err(|e| anyhow!("pushing {repo}:{tag} failed: {e}"))
+            .map_err(|e| {
+                let text = e.to_string();
+                let refused = ["no basic auth credentials", "unauthorized", "denied"]
+                    .iter()
+                    .any(|m| text.contains(m));
+                let hint = match (&auth, refused) {
+                    (None, true) => "; the registry needs a login: set registry.username and \
+                                     registry.password_env in rebake.yaml"
+                        .to_string(),
+                    (Some(a), true) => format!(
+                        "; the registry refused the login {:?}: check it and the secret in \
+                         registry.password_env (it needs push access)",
+                        a.username
+                    ),
+                    _ => String::new(),
+                };
+                anyhow!("pushing {repo}:{tag} failed: {text}{hint}")
+            })
             .with_context(stage)?;
         if let Some(status) = &info.status {
             tracing::debug!(%repo, %status, "push");
@@ -104,23 +178,48 @@ pub async fn registry_has(registry: &RegistryConfig, repo_at_digest: &str) -> Re
             )
         })?;
     let url = format!("{}/v2/{path}/manifests/{digest}", base_url(registry));
-    let response = client()?
-        .head(&url)
-        .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "registry {} is unreachable: {}",
-                registry.url,
-                error_chain(&e)
-            )
-        })?;
-    match response.status().as_u16() {
-        200 => Ok(true),
-        404 => Ok(false),
-        401 | 403 => bail!(
-            "registry {} refused HEAD {url} ({}): rebake reads registries without credentials",
+    let client = client()?;
+    let auth = RegistryAuth::from_config(registry)?;
+    let head = |authorization: Option<String>| {
+        let mut request = client
+            .head(&url)
+            .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT);
+        if let Some(authorization) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        request.send()
+    };
+    let unreachable = |e: reqwest::Error| {
+        anyhow!(
+            "registry {} is unreachable: {}",
+            registry.url,
+            error_chain(&e)
+        )
+    };
+    let mut response = head(None).await.map_err(unreachable)?;
+    if let (401, Some(auth)) = (response.status().as_u16(), &auth) {
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let authorization = authorization(&client, registry, auth, &challenge, path).await?;
+        response = head(Some(authorization)).await.map_err(unreachable)?;
+    }
+    match (response.status().as_u16(), &auth) {
+        (200, _) => Ok(true),
+        (404, _) => Ok(false),
+        (401 | 403, Some(auth)) => bail!(
+            "registry {} refused the login {:?} for HEAD {url} ({}): check registry.username and \
+             the secret in registry.password_env; it needs pull access",
+            registry.url,
+            auth.username,
+            response.status()
+        ),
+        (401 | 403, None) => bail!(
+            "registry {} requires a login for HEAD {url} ({}): set registry.username and \
+             registry.password_env in rebake.yaml",
             registry.url,
             response.status()
         ),
@@ -130,6 +229,121 @@ pub async fn registry_has(registry: &RegistryConfig, repo_at_digest: &str) -> Re
             response.status()
         ),
     }
+}
+
+/// The `Authorization` value answering the registry's `WWW-Authenticate` challenge: Basic
+/// directly, or a Bearer token from the token service the challenge names (asked with the
+/// login, for pull access to `repository`).
+async fn authorization(
+    client: &reqwest::Client,
+    registry: &RegistryConfig,
+    auth: &RegistryAuth,
+    challenge: &str,
+    repository: &str,
+) -> Result<String> {
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", auth.username, auth.secret))
+    );
+    let (scheme, params) = challenge
+        .trim()
+        .split_once(' ')
+        .unwrap_or((challenge.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Ok(basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        bail!(
+            "registry {} asks for {:?} authentication; rebake answers Basic and Bearer",
+            registry.url,
+            scheme
+        );
+    }
+    let params = challenge_params(params);
+    let realm = params.get("realm").ok_or_else(|| {
+        anyhow!(
+            "registry {} asks for a Bearer token but names no token service (realm)",
+            registry.url
+        )
+    })?;
+    let scope = params
+        .get("scope")
+        .cloned()
+        .unwrap_or_else(|| format!("repository:{repository}:pull"));
+    let mut query = vec![("scope", scope)];
+    if let Some(service) = params.get("service") {
+        query.push(("service", service.clone()));
+    }
+    let response = client
+        .get(realm)
+        .header(reqwest::header::AUTHORIZATION, basic)
+        .query(&query)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "the token service {realm} is unreachable: {}",
+                error_chain(&e)
+            )
+        })?;
+    if !response.status().is_success() {
+        bail!(
+            "the token service {realm} of registry {} refused the login {:?} ({})",
+            registry.url,
+            auth.username,
+            response.status()
+        );
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer of the token service {realm}"))?;
+    let body: TokenResponse = serde_json::from_slice(&bytes)
+        .with_context(|| format!("the token service {realm} answered no token"))?;
+    let token = body
+        .token
+        .or(body.access_token)
+        .ok_or_else(|| anyhow!("the token service {realm} answered no token"))?;
+    Ok(format!("Bearer {token}"))
+}
+
+/// `realm="https://auth.example/token",service="registry",scope="repository:a/b:pull,push"` →
+/// its key/value pairs (values quoted or not; commas inside quotes kept).
+fn challenge_params(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.trim().to_string());
+        rest = remainder.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
 }
 
 /// `http://` for an insecure registry, else `https://`, and the host.
@@ -214,5 +428,32 @@ mod tests {
         );
         assert_eq!(digest_in_status("Pushed"), None);
         assert_eq!(digest_in_status("x: digest: sha256:short size: 1"), None);
+    }
+
+    #[test]
+    fn bearer_challenge_parameters() {
+        let p = challenge_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:team/web:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:team/web:pull,push");
+        let p = challenge_params("realm=https://a/t, service=reg");
+        assert_eq!(p["realm"], "https://a/t");
+        assert_eq!(p["service"], "reg");
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug() {
+        let auth = RegistryAuth {
+            server: "r.example:5000".into(),
+            username: "bot".into(),
+            secret: "s3cr3t-value".into(),
+        };
+        let text = format!("{auth:?}");
+        assert!(
+            text.contains("bot") && !text.contains("s3cr3t-value"),
+            "{text}"
+        );
     }
 }

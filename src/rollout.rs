@@ -265,6 +265,13 @@ pub async fn deploy_commit<F: Forge>(
         r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, head).await?;
         if r.refused.is_none() {
             let image_ref = r.image_ref.clone().unwrap_or_default();
+            // The login only goes to the registry it belongs to.
+            let auth = match &run.registry {
+                Some(reg) if image_ref.starts_with(&format!("{}/", reg.host)) => {
+                    crate::publish::RegistryAuth::from_config(reg)?
+                }
+                _ => None,
+            };
             for t in targets {
                 let outcome = match t {
                     DeployTarget::Docker(d) => {
@@ -272,14 +279,18 @@ pub async fn deploy_commit<F: Forge>(
                             Some(h) => crate::engine::connect(h).await?,
                             None => docker.clone(),
                         };
-                        deploy::deploy_docker(&docker, d, &image_ref).await?
+                        deploy::deploy_docker_with(&docker, d, &image_ref, auth.as_ref()).await?
                     }
                     DeployTarget::Swarm(s) => {
                         let docker = match &s.host {
                             Some(h) => crate::engine::connect(h).await?,
                             None => docker.clone(),
                         };
-                        deploy::deploy_swarm(&docker, s, &image_ref).await?
+                        let settings = deploy::SwarmSettings {
+                            registry_auth: auth.clone(),
+                            ..Default::default()
+                        };
+                        deploy::deploy_swarm_with(&docker, s, &image_ref, &settings).await?
                     }
                     DeployTarget::Manifests(_) => continue,
                 };

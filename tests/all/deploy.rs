@@ -645,6 +645,7 @@ fn swarm_update_and_rollback() {
         let settings = SwarmSettings {
             monitor: Duration::from_secs(1),
             timeout: Duration::from_secs(60),
+            registry_auth: None,
         };
 
         let started = Instant::now();

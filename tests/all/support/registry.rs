@@ -31,6 +31,16 @@ impl TestRegistry {
     /// Starts a registry; panics naming the package when it is not installed, or with the
     /// registry's log when it does not come up.
     pub fn start() -> TestRegistry {
+        Self::start_with(None)
+    }
+
+    /// A registry that requires the login `user`/`password` (htpasswd, HTTP Basic), for reads
+    /// and writes.
+    pub fn start_with_login(user: &str, password: &str) -> TestRegistry {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> TestRegistry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} not found: apt-get install {REGISTRY_PACKAGE} (needed by this test)"
@@ -39,13 +49,33 @@ impl TestRegistry {
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).unwrap();
         let port = free_port();
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
              http:\n  addr: 127.0.0.1:{port}\n  secret: rebake-test-registry\n",
             storage.display()
         );
+        if let Some((user, password)) = login {
+            // The registry reads bcrypt hashes only; Apache's htpasswd makes them.
+            // (Not support::require_tool: the deploy benchmark includes this file alone.)
+            const HTPASSWD: &str = "/usr/bin/htpasswd";
+            assert!(
+                std::path::Path::new(HTPASSWD).exists(),
+                "{HTPASSWD} not found: apt-get install apache2-utils (needed by this test)"
+            );
+            let out = Command::new(HTPASSWD)
+                .args(["-nbB", user, password])
+                .output()
+                .expect("run htpasswd");
+            assert!(out.status.success(), "htpasswd failed");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: rebake-test\n    path: {}\n",
+                file.display()
+            ));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -70,7 +100,8 @@ impl TestRegistry {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.get("/v2/") {
-                if status == 200 {
+                // 401: up, and asking for the login.
+                if status == 200 || status == 401 {
                     return;
                 }
             }
@@ -122,6 +153,8 @@ impl TestRegistry {
             host: self.host(),
             namespace: None,
             insecure: true,
+            username: None,
+            password_env: None,
         }
     }
 
