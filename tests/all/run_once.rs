@@ -3,6 +3,7 @@
 //! the next run deploys exactly the tested image, which then serves its page; an untested or
 //! unknown image is refused.
 
+use crate::support::gitops::{git, text};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,33 +15,6 @@ fn rebake(cwd: &Path, state: &Path, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("run rebake")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Reviewer")
-        .env("GIT_AUTHOR_EMAIL", "reviewer@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Reviewer")
-        .env("GIT_COMMITTER_EMAIL", "reviewer@example.invalid")
-        .output()
-        .expect("git CLI (apt-get install git)");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn remove_container(name: &str) {
