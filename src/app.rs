@@ -373,15 +373,24 @@ pub async fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> 
     use crate::config::ForgeKind;
     use crate::forge::{gitea, github, plain::PlainGit, AnyForge};
     let retry = crate::forge::http::RetryPolicy::default();
-    let (remote_url, mut auth) = match &config.forge {
-        Some(f) if f.kind == ForgeKind::Git => (f.url.clone(), crate::git::Auth::None),
-        // A GitHub App's push token comes from the API below.
-        Some(f) if f.github_app.is_some() => (origin_url(&ctx.repo)?, crate::git::Auth::None),
-        Some(f) => {
-            let token = token_from_env(f.token_env.as_deref(), &f.url)?;
-            (origin_url(&ctx.repo)?, crate::git::Auth::Token(token))
-        }
-        None => (origin_url(&ctx.repo)?, crate::git::Auth::None),
+    use crate::git::{Auth, Transport};
+    let remote_url = match &config.forge {
+        Some(f) if f.kind == ForgeKind::Git => f.url.clone(),
+        _ => origin_url(&ctx.repo)?,
+    };
+    // The credentials follow the remote's transport, whatever the forge.
+    let transport = Transport::of(&remote_url);
+    let mut auth = match transport {
+        Transport::Ssh => ssh_auth(&config.git, &remote_url)?,
+        Transport::Http => match &config.forge {
+            // A GitHub App's push token comes from the API below.
+            Some(f) if f.github_app.is_some() => Auth::None,
+            Some(f) if f.kind != ForgeKind::Git || f.token_env.is_some() => {
+                Auth::Token(token_from_env(f.token_env.as_deref(), &f.url)?)
+            }
+            _ => Auth::None,
+        },
+        Transport::Local | Transport::Other => Auth::None,
     };
     let key: String = crate::git::redact_url(&remote_url)
         .chars()
@@ -437,9 +446,9 @@ pub async fn connect_forge(ctx: &Context, config: &Config, state_dir: &Path) -> 
         )),
     };
     if let (AnyForge::GitHub(g), Some(f)) = (&forge, &config.forge) {
-        if f.github_app.is_some() {
+        if f.github_app.is_some() && transport == Transport::Http {
             // Pushing as the App: git takes the installation token like a personal one.
-            auth = crate::git::Auth::Token(g.git_token().await?);
+            auth = Auth::Token(g.git_token().await?);
         }
     }
     Ok(Connection {
@@ -568,6 +577,42 @@ fn origin_url(repo: &Path) -> Result<String> {
         .url()
         .map(str::to_string)
         .map_err(|_| anyhow!("the origin remote of {} has no UTF-8 URL", repo.display()))
+}
+
+/// Credentials for an ssh remote: rebake.yaml's `git.ssh_key` (with its passphrase from the
+/// environment), else the running ssh-agent.
+fn ssh_auth(git: &crate::config::GitConfig, remote: &str) -> Result<crate::git::Auth> {
+    let remote = crate::git::redact_url(remote);
+    let Some(key) = &git.ssh_key else {
+        if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
+            bail!(
+                "{remote} is reached over ssh and there is no key to log in with: set `git.ssh_key` \
+                 in rebake.yaml to a private key file, or run rebake with an ssh-agent \
+                 (SSH_AUTH_SOCK is not set)"
+            );
+        }
+        return Ok(crate::git::Auth::SshAgent);
+    };
+    if let Err(e) = std::fs::File::open(key) {
+        bail!(
+            "cannot read the ssh key {} (git.ssh_key in rebake.yaml) for {remote}: {e}",
+            key.display()
+        );
+    }
+    let passphrase = match &git.ssh_key_passphrase_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            anyhow!(
+                "environment variable {var} (git.ssh_key_passphrase_env) is not set; it holds \
+                 the passphrase of the ssh key {}",
+                key.display()
+            )
+        })?),
+        None => None,
+    };
+    Ok(crate::git::Auth::SshKey {
+        private: key.clone(),
+        passphrase,
+    })
 }
 
 fn token_from_env(var: Option<&str>, forge: &str) -> Result<String> {
@@ -915,4 +960,89 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
         .await
     })?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ForgeConfig, ForgeKind};
+    use crate::git::Auth;
+
+    /// The auth `connect_forge` picks for a plain-git forge at `url` with `git` settings.
+    fn auth_for(url: &str, git: crate::config::GitConfig) -> Result<Auth> {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context {
+            repo: dir.path().to_path_buf(),
+            config: None,
+            state_dir: Some(dir.path().join("state")),
+        };
+        let config = Config {
+            forge: Some(ForgeConfig {
+                kind: ForgeKind::Git,
+                github_app: None,
+                url: url.to_string(),
+                repository: None,
+                token_env: None,
+                default_branch: "main".into(),
+            }),
+            git,
+            ..Config::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(connect_forge(&ctx, &config, &dir.path().join("state")))
+            .map(|c| c.auth)
+    }
+
+    #[test]
+    fn plain_git_forge_auth_follows_the_remote_transport() {
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("id_ed25519");
+        std::fs::write(&key, "not checked here").unwrap();
+        let with_key = crate::config::GitConfig {
+            ssh_key: Some(key.clone()),
+            ..Config::default().git
+        };
+        let ssh = auth_for("ssh://git@127.0.0.1:2222/ops/images.git", with_key.clone()).unwrap();
+        assert_eq!(
+            ssh,
+            Auth::SshKey {
+                private: key.clone(),
+                passphrase: None
+            }
+        );
+        let scp = auth_for("git@example.org:ops/images.git", with_key.clone()).unwrap();
+        assert!(matches!(scp, Auth::SshKey { .. }), "{scp:?}");
+        // The key is for ssh only: an https or local remote gets no ssh credentials.
+        let https = auth_for("https://example.org/ops/images.git", with_key.clone()).unwrap();
+        assert_eq!(https, Auth::None);
+        let local = auth_for("/srv/git/images.git", with_key.clone()).unwrap();
+        assert_eq!(local, Auth::None);
+
+        let missing = crate::config::GitConfig {
+            ssh_key: Some(keys.path().join("absent")),
+            ..Config::default().git
+        };
+        let err = auth_for("git@example.org:ops/images.git", missing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("git.ssh_key") && err.contains("absent"),
+            "{err}"
+        );
+
+        let unset_passphrase = crate::config::GitConfig {
+            ssh_key_passphrase_env: Some("REBAKE_TEST_NEVER_SET_PASSPHRASE".into()),
+            ..with_key
+        };
+        let err = auth_for("git@example.org:ops/images.git", unset_passphrase)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("REBAKE_TEST_NEVER_SET_PASSPHRASE")
+                && err.contains("git.ssh_key_passphrase_env"),
+            "{err}"
+        );
+    }
 }

@@ -733,6 +733,10 @@ pub struct RawWebhook {
 pub struct RawGit {
     pub author_name: Option<String>,
     pub author_email: Option<String>,
+    /// Private key for ssh remotes, a file path (relative to rebake.yaml's folder).
+    pub ssh_key: Option<String>,
+    /// Name of the environment variable holding `ssh_key`'s passphrase.
+    pub ssh_key_passphrase_env: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -773,7 +777,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub schedule: ScheduleConfig,
     pub webhook: WebhookConfig,
-    pub git: GitIdentity,
+    pub git: GitConfig,
 }
 
 /// Where Debian's security data comes from. Each is an http(s) URL or an absolute file path
@@ -874,10 +878,15 @@ pub struct WebhookConfig {
     pub secret_env: String,
 }
 
+/// rebake.yaml `git`: who rebake's commits are by, and how it authenticates to an ssh origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GitIdentity {
+pub struct GitConfig {
     pub author_name: String,
     pub author_email: String,
+    /// Private key for ssh remotes; None = the keys of the running ssh-agent.
+    pub ssh_key: Option<PathBuf>,
+    /// Name of the environment variable holding `ssh_key`'s passphrase (never the passphrase).
+    pub ssh_key_passphrase_env: Option<String>,
 }
 
 impl Default for Config {
@@ -900,9 +909,11 @@ impl Default for Config {
             webhook: WebhookConfig {
                 secret_env: DEFAULT_WEBHOOK_SECRET_ENV.to_string(),
             },
-            git: GitIdentity {
+            git: GitConfig {
                 author_name: "rebake".to_string(),
                 author_email: "rebake@localhost".to_string(),
+                ssh_key: None,
+                ssh_key_passphrase_env: None,
             },
         }
     }
@@ -1063,8 +1074,63 @@ pub fn validate_config(
                 );
             }
         }
+        config.git.ssh_key = git
+            .ssh_key
+            .and_then(|key| validate_ssh_key(&mut d, &field.key("ssh_key"), &key, base_dir));
+        if let Some(name) = git.ssh_key_passphrase_env {
+            let f = field.key("ssh_key_passphrase_env");
+            if check_env_name(&mut d, &f, &name) {
+                if config.git.ssh_key.is_none() {
+                    d.error(
+                        &f,
+                        "is only used with git.ssh_key (the ssh-agent holds keys already unlocked)",
+                        "add 'ssh_key: <path of the private key>', or remove this field",
+                    );
+                } else {
+                    config.git.ssh_key_passphrase_env = Some(name);
+                }
+            }
+        }
     }
     d.into_result(config)
+}
+
+/// `git.ssh_key`: a path to a private key file, not the key itself and not its `.pub` half.
+/// Whether the file exists is checked when rebake connects (`rebake check` may run where the key
+/// is not installed).
+fn validate_ssh_key(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    value: &str,
+    base_dir: &Path,
+) -> Option<PathBuf> {
+    if value.contains("PRIVATE KEY") || value.contains('\n') {
+        d.error(
+            field,
+            "looks like a key itself, not the path of a key file",
+            "put the private key in a file readable only by rebake's user and write its path \
+             here; remove the key from this file and replace it, it may have been committed",
+        );
+    } else if value.trim().is_empty() {
+        d.error(
+            field,
+            "is empty",
+            "give the path of a private key file, like ~/.ssh/id_ed25519, or remove the field \
+             to use the ssh-agent",
+        );
+    } else if value.ends_with(".pub") {
+        d.error(
+            field,
+            format!("'{value}' is a public key; rebake needs the private one"),
+            format!(
+                "write the path without .pub, like {}",
+                value.trim_end_matches(".pub")
+            ),
+        );
+    } else {
+        return Some(resolve_path(base_dir, value));
+    }
+    None
 }
 
 fn url_or_path(
@@ -1737,6 +1803,73 @@ schedule:
         );
         // The token is never repeated back.
         assert!(errors.iter().all(|e| !e.to_string().contains("ghp_0123")));
+    }
+
+    #[test]
+    fn git_ssh_settings() {
+        let text =
+            "git:\n  ssh_key: keys/deploy\n  ssh_key_passphrase_env: REBAKE_SSH_PASSPHRASE\n";
+        let config = parse(Path::new("/srv/ops/rebake.yaml"), text).unwrap();
+        assert_eq!(
+            config.git.ssh_key.as_deref(),
+            Some(Path::new("/srv/ops/keys/deploy"))
+        );
+        assert_eq!(
+            config.git.ssh_key_passphrase_env.as_deref(),
+            Some("REBAKE_SSH_PASSPHRASE")
+        );
+        assert_eq!(config.git.author_name, "rebake");
+        let absolute = parse(
+            Path::new("rebake.yaml"),
+            "git:\n  ssh_key: /etc/rebake/id\n",
+        )
+        .unwrap();
+        assert_eq!(
+            absolute.git.ssh_key.as_deref(),
+            Some(Path::new("/etc/rebake/id"))
+        );
+        assert_eq!(Config::default().git.ssh_key, None);
+    }
+
+    #[test]
+    fn git_ssh_mistakes_name_the_field_and_line() {
+        let errors = |text: &str| parse(Path::new("rebake.yaml"), text).unwrap_err();
+        let public = errors("git:\n  author_name: bot\n  ssh_key: ~/.ssh/id_ed25519.pub\n");
+        assert_eq!(
+            (public[0].field.as_str(), public[0].line),
+            ("git.ssh_key", 3)
+        );
+        assert!(public[0].message.contains("public key"), "{}", public[0]);
+        assert!(
+            public[0].help.contains("~/.ssh/id_ed25519"),
+            "{}",
+            public[0]
+        );
+
+        let inline = errors("git:\n  ssh_key: \"-----BEGIN OPENSSH PRIVATE KEY-----\\nb3Blbn\"\n");
+        assert_eq!(inline[0].field, "git.ssh_key");
+        assert!(inline[0].message.contains("key itself"), "{}", inline[0]);
+        assert!(!inline[0].to_string().contains("b3Blbn"), "{}", inline[0]);
+
+        let empty = errors("git:\n  ssh_key: \" \"\n");
+        assert!(empty[0].message.contains("empty"), "{}", empty[0]);
+
+        let secret = errors(
+            "git:\n  ssh_key: id\n  ssh_key_passphrase_env: correct-horse-battery-staple-42\n",
+        );
+        assert_eq!(
+            (secret[0].field.as_str(), secret[0].line),
+            ("git.ssh_key_passphrase_env", 3)
+        );
+        assert!(!secret[0].to_string().contains("horse"), "{}", secret[0]);
+
+        let without_key = errors("git:\n  ssh_key_passphrase_env: PASS\n");
+        assert_eq!(without_key[0].field, "git.ssh_key_passphrase_env");
+        assert!(
+            without_key[0].help.contains("ssh_key"),
+            "{}",
+            without_key[0]
+        );
     }
 
     #[test]

@@ -30,6 +30,21 @@
 //! rebake's own branch (`expected == Some(_)`) is a forced (`+`) push, since the branch is rebuilt
 //! on top of the newest default branch — the lease, not fast-forwarding, is what protects it.
 //!
+//! ## Transports and who is trusted
+//!
+//! [`Transport::of`] tells from origin's URL how it is reached, by git's rules: `ssh://…` and
+//! scp-like `user@host:path` are ssh, `http(s)://…` is https, the rest local. The caller picks
+//! the matching [`Auth`]. Servers are authenticated by libgit2 itself, never accepted blindly:
+//!
+//! - ssh: libgit2 (1.9, libssh2 backend) reads `$HOME/.ssh/known_hosts` and refuses a host whose
+//!   key is not there, or differs (`GIT_ECERTIFICATE`, "invalid or unknown remote ssh hostkey").
+//!   rebake sets a certificate callback on ssh remotes only to *record* the key the server
+//!   offered; it passes libgit2's decision through unchanged. A refusal becomes an error naming
+//!   the host, the known_hosts file, what it holds for the host, and the `ssh-keyscan` line
+//!   that adds it.
+//! - https: OpenSSL verifies the certificate against the system's CAs; `SSL_CERT_FILE` (a PEM
+//!   file) and `SSL_CERT_DIR` add others. A refusal names the server and how to trust a CA.
+//!
 //! ## Secrets
 //!
 //! A token is only handed to libgit2 from the credential callback; it never goes into a URL,
@@ -84,6 +99,72 @@ impl Default for Identity {
     fn default() -> Identity {
         Identity::new("rebake", "rebake@localhost")
     }
+}
+
+/// How a remote is reached, told from its URL by git's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `ssh://[user@]host[:port]/path`, `git+ssh://…`, or scp-like `[user@]host:path`.
+    Ssh,
+    /// `http://…` or `https://…`.
+    Http,
+    /// `file://…` or a path.
+    Local,
+    /// Another scheme (`git://`): no credentials.
+    Other,
+}
+
+impl Transport {
+    pub fn of(url: &str) -> Transport {
+        if let Some((scheme, _)) = url.split_once("://") {
+            let is_scheme = !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+            if is_scheme {
+                return match scheme.to_ascii_lowercase().as_str() {
+                    "ssh" | "git+ssh" | "ssh+git" => Transport::Ssh,
+                    "http" | "https" => Transport::Http,
+                    "file" => Transport::Local,
+                    _ => Transport::Other,
+                };
+            }
+        }
+        // git: a colon before any slash makes an scp-like ssh address (`host:path`).
+        match url.find(':') {
+            Some(colon) if colon > 0 && !url[..colon].contains('/') => Transport::Ssh,
+            _ => Transport::Local,
+        }
+    }
+}
+
+/// Host and port of an ssh remote URL (`ssh://` or scp-like); None for other URLs.
+pub fn ssh_endpoint(url: &str) -> Option<(String, u16)> {
+    if Transport::of(url) != Transport::Ssh {
+        return None;
+    }
+    let (authority, scp) = match url.split_once("://") {
+        Some((_, rest)) => (rest.split('/').next().unwrap_or(rest), false),
+        None => (url, true),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']')?;
+        let port = after.strip_prefix(':').filter(|_| !scp);
+        (host, port)
+    } else if scp {
+        (host_port.split(':').next()?, None)
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    let port = match port.filter(|p| !p.is_empty()) {
+        Some(p) => p.parse().ok()?,
+        None => 22,
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
 /// How to authenticate to origin.
@@ -218,10 +299,10 @@ impl Workspace {
     }
 
     fn clone_into(url: &str, dir: &Path, auth: &Auth, display_url: String) -> Result<Workspace> {
-        let attempts = Cell::new(0);
+        let session = Session::default();
         let mut fetch = FetchOptions::new();
         fetch
-            .remote_callbacks(remote_callbacks(auth, &attempts))
+            .remote_callbacks(remote_callbacks(auth, url, &session))
             .proxy_options(proxy_auto())
             .download_tags(AutotagOption::None);
         let mut builder = git2::build::RepoBuilder::new();
@@ -237,7 +318,11 @@ impl Workspace {
                 "cannot clone {} into {}: {}",
                 display_url,
                 dir.display(),
-                scrub(e.message(), auth, url_secret(url).as_deref())
+                scrub(
+                    &describe(&e, &display_url, &session),
+                    auth,
+                    url_secret(url).as_deref()
+                )
             )),
         }
     }
@@ -259,10 +344,10 @@ impl Workspace {
             .repo
             .find_remote(ORIGIN)
             .map_err(|e| self.error(e, "the workspace has no origin remote"))?;
-        let attempts = Cell::new(0);
+        let session = Session::default();
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(remote_callbacks(&self.auth, &attempts))
+            .remote_callbacks(remote_callbacks(&self.auth, &self.display_url, &session))
             .proxy_options(proxy_auto())
             .prune(FetchPrune::On)
             .download_tags(AutotagOption::None);
@@ -272,7 +357,13 @@ impl Workspace {
                 Some(&mut options),
                 Some("rebake: fetch"),
             )
-            .map_err(|e| self.error(e, &format!("cannot fetch from {}", self.display_url)))?;
+            .map_err(|e| {
+                self.net_error(
+                    e,
+                    &format!("cannot fetch from {}", self.display_url),
+                    &session,
+                )
+            })?;
 
         // origin's HEAD, from the advertisement of the fetch that just ran.
         let head = remote
@@ -350,14 +441,20 @@ impl Workspace {
             .repo
             .find_remote(ORIGIN)
             .map_err(|e| self.error(e, "the workspace has no origin remote"))?;
-        let attempts = Cell::new(0);
+        let session = Session::default();
         let connection = remote
             .connect_auth(
                 Direction::Fetch,
-                Some(remote_callbacks(&self.auth, &attempts)),
+                Some(remote_callbacks(&self.auth, &self.display_url, &session)),
                 Some(proxy_auto()),
             )
-            .map_err(|e| self.error(e, &format!("cannot connect to {}", self.display_url)))?;
+            .map_err(|e| {
+                self.net_error(
+                    e,
+                    &format!("cannot connect to {}", self.display_url),
+                    &session,
+                )
+            })?;
         let heads = connection
             .list()
             .map_err(|e| self.error(e, &format!("cannot list refs of {}", self.display_url)))?;
@@ -627,9 +724,9 @@ impl Workspace {
         // Why the push was cancelled before upload, when it was.
         let cancelled: Cell<Option<PushOutcome>> = Cell::new(None);
         let rejected: RefCell<Option<String>> = RefCell::new(None);
-        let attempts = Cell::new(0);
+        let session = Session::default();
 
-        let mut callbacks = remote_callbacks(&self.auth, &attempts);
+        let mut callbacks = remote_callbacks(&self.auth, &self.display_url, &session);
         callbacks.push_negotiation(|updates| {
             for update in updates {
                 if update.dst_refname_bytes() != refname.as_bytes() {
@@ -666,7 +763,11 @@ impl Workspace {
             return Ok(outcome);
         }
         result.map_err(|e| {
-            self.error(e, &format!("cannot push {refname} to {}", self.display_url))
+            self.net_error(
+                e,
+                &format!("cannot push {refname} to {}", self.display_url),
+                &session,
+            )
         })?;
         if let Some(reason) = rejected.into_inner() {
             // Refused by origin: most likely the ref moved after negotiation. Look again.
@@ -690,6 +791,16 @@ impl Workspace {
     /// A git2 error as an anyhow error with `what` in front, without any secret.
     fn error(&self, e: git2::Error, what: &str) -> anyhow::Error {
         anyhow!("{}: {}", self.scrub(what), self.scrub(e.message()))
+    }
+
+    /// Like [`Workspace::error`], for an error of a network operation: a refused ssh host key
+    /// or TLS certificate is explained.
+    fn net_error(&self, e: git2::Error, what: &str, session: &Session) -> anyhow::Error {
+        anyhow!(
+            "{}: {}",
+            self.scrub(what),
+            self.scrub(&describe(&e, &self.display_url, session))
+        )
     }
 
     fn scrub(&self, text: &str) -> String {
@@ -772,13 +883,193 @@ fn proxy_auto() -> ProxyOptions<'static> {
     proxy
 }
 
-/// Callbacks that answer libgit2's credential requests from `auth`.
-fn remote_callbacks<'a>(auth: &'a Auth, attempts: &'a Cell<u32>) -> RemoteCallbacks<'a> {
+/// What the callbacks of one network operation saw.
+#[derive(Default)]
+struct Session {
+    /// Credential answers given so far.
+    attempts: Cell<u32>,
+    /// The ssh host key the server offered, if any.
+    host_key: RefCell<Option<OfferedHostKey>>,
+}
+
+/// An ssh server's host key as it offered it.
+#[derive(Debug, Clone)]
+struct OfferedHostKey {
+    /// `ssh-ed25519`, `ssh-rsa`, …
+    kind: &'static str,
+    /// The key blob, base64 (as in known_hosts).
+    base64: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    fingerprint: Option<String>,
+}
+
+/// Callbacks that answer libgit2's credential requests from `auth` for the remote `url`.
+fn remote_callbacks<'a>(auth: &'a Auth, url: &str, session: &'a Session) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     callbacks.credentials(move |url, username_from_url, allowed| {
-        credentials(auth, attempts, url, username_from_url, allowed)
+        credentials(auth, &session.attempts, url, username_from_url, allowed)
     });
+    if Transport::of(url) == Transport::Ssh {
+        // Records the offered key for the error message; libgit2 has already checked it
+        // against known_hosts and keeps its own verdict (passthrough).
+        callbacks.certificate_check(move |cert, _host| {
+            if let Some(hostkey) = cert.as_hostkey() {
+                use base64::Engine;
+                let kind = hostkey.hostkey_type().map_or("unknown", |t| t.name());
+                *session.host_key.borrow_mut() = hostkey.hostkey().map(|blob| OfferedHostKey {
+                    kind,
+                    base64: base64::engine::general_purpose::STANDARD.encode(blob),
+                    fingerprint: hostkey.hash_sha256().map(|h| {
+                        format!(
+                            "SHA256:{}",
+                            base64::engine::general_purpose::STANDARD_NO_PAD.encode(h)
+                        )
+                    }),
+                });
+            }
+            Ok(git2::CertificateCheckStatus::CertificatePassthrough)
+        });
+    }
     callbacks
+}
+
+/// The message of a failed network operation on `url` (already redacted), with an explanation
+/// and a fix when the server's identity was refused.
+fn describe(e: &git2::Error, url: &str, session: &Session) -> String {
+    let message = e.message();
+    let refused = e.code() == ErrorCode::Certificate
+        || (e.class() == git2::ErrorClass::Ssl && message.contains("certificate"))
+        || (e.class() == git2::ErrorClass::Ssh && message.contains("hostkey"));
+    if !refused {
+        return message.to_owned();
+    }
+    match Transport::of(url) {
+        Transport::Ssh => {
+            let Some((host, port)) = ssh_endpoint(url) else {
+                return message.to_owned();
+            };
+            let offered = session.host_key.borrow().clone();
+            explain_ssh_host_key(&host, port, offered.as_ref(), &known_hosts_path())
+        }
+        Transport::Http => {
+            let server = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| {
+                    let host = u.host_str()?.to_owned();
+                    Some(format!("{host}:{}", u.port_or_known_default()?))
+                })
+                .unwrap_or_else(|| url.to_owned());
+            format!(
+                "the TLS certificate of {server} is not trusted ({message}). If the server's \
+                 certificate comes from your own CA, trust that CA: add it to the system's \
+                 certificates (on Debian: copy it to /usr/local/share/ca-certificates/NAME.crt \
+                 and run update-ca-certificates), or set SSL_CERT_FILE to a PEM file that holds \
+                 it. Otherwise check that {server} is the server you mean to reach"
+            )
+        }
+        Transport::Local | Transport::Other => message.to_owned(),
+    }
+}
+
+/// The known_hosts file libgit2 reads: `$HOME/.ssh/known_hosts`.
+fn known_hosts_path() -> PathBuf {
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".ssh/known_hosts"),
+        None => PathBuf::from("~/.ssh/known_hosts"),
+    }
+}
+
+/// What a known_hosts file says about one host.
+#[derive(Debug, PartialEq, Eq)]
+enum KnownHost {
+    /// The file does not exist (or cannot be read).
+    NoFile,
+    /// No plain-text entry names the host (hashed entries cannot be told apart here).
+    NotListed,
+    /// Entries name the host, none with the offered key; the 1-based line of the first.
+    OtherKey { line: usize },
+    /// An entry has the offered key.
+    Listed,
+}
+
+/// Looks `name` (`host`, or `[host]:port` off port 22, as ssh writes it) up in known_hosts
+/// `text`, against the key blob `offered` (base64) when it is known.
+fn known_host(text: Option<&str>, name: &str, offered: Option<&str>) -> KnownHost {
+    let Some(text) = text else {
+        return KnownHost::NoFile;
+    };
+    let mut first_other = None;
+    for (number, line) in text.lines().enumerate() {
+        let mut fields = line.split_whitespace();
+        let Some(hosts) = fields.next() else { continue };
+        if hosts.starts_with('#') || hosts.starts_with('@') {
+            continue; // comments; @cert-authority and @revoked lines are no plain entries
+        }
+        let names_it = hosts
+            .split(',')
+            .any(|pattern| pattern.eq_ignore_ascii_case(name));
+        if !names_it {
+            continue;
+        }
+        let (_kind, key) = (fields.next(), fields.next());
+        if offered.is_some() && key == offered {
+            return KnownHost::Listed;
+        }
+        first_other.get_or_insert(number + 1);
+    }
+    match first_other {
+        Some(line) => KnownHost::OtherKey { line },
+        None => KnownHost::NotListed,
+    }
+}
+
+/// Why libgit2 refused the ssh server `host`:`port`, and what to do.
+fn explain_ssh_host_key(
+    host: &str,
+    port: u16,
+    offered: Option<&OfferedHostKey>,
+    known_hosts: &Path,
+) -> String {
+    let name = if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let file = known_hosts.display();
+    let text = std::fs::read_to_string(known_hosts).ok();
+    let found = known_host(text.as_deref(), &name, offered.map(|k| k.base64.as_str()));
+    let offered_text = offered.map_or(String::new(), |k| {
+        format!(
+            " (it offered {} {})",
+            k.kind,
+            k.fingerprint.as_deref().unwrap_or("with no fingerprint")
+        )
+    });
+    let keyscan = format!("ssh-keyscan -p {port} {host} >> {file}");
+    let rule = "rebake (libgit2) trusts only ssh servers whose key is in the known_hosts file of \
+                the user it runs as, ~/.ssh/known_hosts";
+    match found {
+        KnownHost::OtherKey { line } => format!(
+            "the ssh host key of {name} does not match the one in {file} (line {line}){offered_text}: \
+             the server's key has changed, or something is between rebake and the server. \
+             {rule}. Ask the server's administrator for its key fingerprint; if the change is \
+             expected, remove the old key with `ssh-keygen -R '{name}' -f {file}` and add the new \
+             one with `{keyscan}`"
+        ),
+        KnownHost::NoFile => format!(
+            "the ssh host key of {name} is unknown: {file} does not exist{offered_text}. {rule}. \
+             Add the server's key after checking its fingerprint with the server's \
+             administrator: `mkdir -p {dir} && {keyscan}`",
+            dir = known_hosts
+                .parent()
+                .map_or_else(|| ".".into(), |d| d.display().to_string())
+        ),
+        KnownHost::NotListed | KnownHost::Listed => format!(
+            "the ssh host key of {name} is unknown: {name} is not in {file}{offered_text}. {rule}. \
+             Add the server's key after checking its fingerprint with the server's \
+             administrator: `{keyscan}`"
+        ),
+    }
 }
 
 fn credentials(
@@ -903,4 +1194,113 @@ pub fn redact_url(url: &str) -> String {
         redacted,
         &url[rest_start + at..]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_follows_gits_rules() {
+        for (url, transport) in [
+            ("ssh://git@example.org:2222/ops/images.git", Transport::Ssh),
+            ("git+ssh://example.org/ops/images.git", Transport::Ssh),
+            ("git@example.org:ops/images.git", Transport::Ssh),
+            ("example.org:ops/images.git", Transport::Ssh),
+            ("https://example.org/ops/images.git", Transport::Http),
+            ("HTTP://example.org/ops/images.git", Transport::Http),
+            ("file:///srv/git/images.git", Transport::Local),
+            ("/srv/git/images.git", Transport::Local),
+            ("./images:old", Transport::Local),
+            ("/srv/a:b/images.git", Transport::Local),
+            ("git://example.org/images.git", Transport::Other),
+        ] {
+            assert_eq!(Transport::of(url), transport, "{url}");
+        }
+    }
+
+    #[test]
+    fn ssh_endpoints() {
+        let at = |url: &str| ssh_endpoint(url);
+        assert_eq!(
+            at("ssh://root@127.0.0.1:2222/srv/x.git"),
+            Some(("127.0.0.1".into(), 2222))
+        );
+        assert_eq!(
+            at("ssh://example.org/x.git"),
+            Some(("example.org".into(), 22))
+        );
+        assert_eq!(at("ssh://git@[::1]:2200/x.git"), Some(("::1".into(), 2200)));
+        assert_eq!(
+            at("git@example.org:ops/x.git"),
+            Some(("example.org".into(), 22))
+        );
+        assert_eq!(at("https://example.org/x.git"), None);
+        assert_eq!(at("/srv/x.git"), None);
+    }
+
+    #[test]
+    fn known_hosts_lookup() {
+        let text = "# comment\n\
+                    |1|c2FsdA==|aGFzaA== ssh-ed25519 AAAAhashed\n\
+                    other.example,[127.0.0.1]:2222 ssh-ed25519 AAAAold\n\
+                    @cert-authority [127.0.0.1]:2222 ssh-ed25519 AAAAca\n\
+                    [127.0.0.1]:2223 ssh-ed25519 AAAAnew\n";
+        assert_eq!(
+            known_host(None, "[127.0.0.1]:2222", Some("AAAAnew")),
+            KnownHost::NoFile
+        );
+        assert_eq!(
+            known_host(Some(text), "[127.0.0.1]:2222", Some("AAAAnew")),
+            KnownHost::OtherKey { line: 3 }
+        );
+        assert_eq!(
+            known_host(Some(text), "[127.0.0.1]:2223", Some("AAAAnew")),
+            KnownHost::Listed
+        );
+        assert_eq!(
+            known_host(Some(text), "127.0.0.1", Some("AAAAnew")),
+            KnownHost::NotListed
+        );
+    }
+
+    #[test]
+    fn refused_host_keys_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".ssh/known_hosts");
+        let offered = OfferedHostKey {
+            kind: "ssh-ed25519",
+            base64: "AAAAnew".into(),
+            fingerprint: Some("SHA256:abc".into()),
+        };
+        let missing = explain_ssh_host_key("127.0.0.1", 2222, Some(&offered), &file);
+        for part in [
+            "[127.0.0.1]:2222 is unknown",
+            "does not exist",
+            "ssh-ed25519 SHA256:abc",
+            "~/.ssh/known_hosts",
+            &format!("ssh-keyscan -p 2222 127.0.0.1 >> {}", file.display()),
+        ] {
+            assert!(missing.contains(part), "{part} missing from: {missing}");
+        }
+
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "[127.0.0.1]:2222 ssh-ed25519 AAAAold\n").unwrap();
+        let changed = explain_ssh_host_key("127.0.0.1", 2222, Some(&offered), &file);
+        assert!(changed.contains("does not match"), "{changed}");
+        assert!(
+            changed.contains("ssh-keygen -R '[127.0.0.1]:2222'"),
+            "{changed}"
+        );
+
+        let default_port = explain_ssh_host_key("example.org", 22, None, &file);
+        assert!(
+            default_port.contains("example.org is not in"),
+            "{default_port}"
+        );
+        assert!(
+            default_port.contains("ssh-keyscan -p 22 example.org"),
+            "{default_port}"
+        );
+    }
 }

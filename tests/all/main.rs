@@ -11,6 +11,7 @@ mod git;
 mod image_tests;
 mod propose;
 mod publish;
+mod push_transports;
 mod registry_auth;
 mod render;
 mod run_once;

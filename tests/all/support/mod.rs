@@ -99,7 +99,9 @@ pub fn md5_hex(data: &[u8]) -> String {
 pub mod engine;
 pub mod fake_gitea;
 pub mod fake_github;
+pub mod git_https;
 pub mod gitops;
 pub mod openapi;
 pub mod registry;
+pub mod sshd;
 pub mod tiny_image;
