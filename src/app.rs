@@ -481,15 +481,17 @@ pub async fn deploy_async(
     let config = ctx.load_config()?;
     let state_dir = ctx.state_dir(&config);
     let c = connect_forge(ctx, &config, &state_dir).await?;
-    deploy_on(&c, &config, &state_dir, req).await
+    deploy_on(&c, &config, &state_dir, req, None).await
 }
 
-/// Deploys through an open forge connection (the service reuses it to comment).
+/// Deploys through an open forge connection (the service reuses it to comment); `group`: only
+/// the images of that review group.
 async fn deploy_on(
     c: &Connection,
     config: &Config,
     state_dir: &Path,
     req: &DeployRequest,
+    group: Option<String>,
 ) -> Result<Vec<crate::rollout::ImageRollout>> {
     let run = crate::rollout::DeployRun {
         remote_url: c.remote_url.clone(),
@@ -499,6 +501,7 @@ async fn deploy_on(
         engine_host: config.engine.host.clone(),
         registry: config.registry.clone(),
         commit: req.commit.clone(),
+        group,
     };
     crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
 }
@@ -877,26 +880,28 @@ impl crate::server::Jobs for ServiceJobs {
                 .filter(|r| !matches!(r.action, Action::Current))
                 .count() as u64,
             builds: results.iter().filter(|r| changed(&r.action)).count() as u64,
-            proposals: results.iter().filter(|r| changed(&r.action)).count() as u64,
+            // A review group's images share one proposal.
+            proposals: results
+                .iter()
+                .filter(|r| changed(&r.action))
+                .map(|r| crate::propose::proposal_branch(&r.image, r.group.as_deref()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as u64,
         })
     }
 
     async fn deploy(&self, merged: crate::server::MergedProposal) -> Result<()> {
         use crate::forge::Forge;
-        let image = merged
-            .head_branch
-            .strip_prefix("rebake/")
-            .unwrap_or(&merged.head_branch)
-            .to_string();
+        let (images, group) = merged_selection(&merged.head_branch);
         let req = DeployRequest {
-            images: vec![image],
+            images,
             commit: Some(merged.merge_commit.clone()),
             format: OutputFormat::Human,
         };
         let config = self.ctx.load_config()?;
         let state_dir = self.ctx.state_dir(&config);
         let c = connect_forge(&self.ctx, &config, &state_dir).await?;
-        let results = deploy_on(&c, &config, &state_dir, &req).await?;
+        let results = deploy_on(&c, &config, &state_dir, &req, group).await?;
         for r in &results {
             // The deployment record on the merged proposal (plain git: the deployments log).
             if merged.number > 0 {
@@ -914,6 +919,22 @@ impl crate::server::Jobs for ServiceJobs {
         } else {
             anyhow::bail!("deploy of {} did not succeed", merged.head_branch)
         }
+    }
+}
+
+/// What a merged proposal deploys, by its head branch: `rebake/group/<name>` every image of the
+/// group, as the policies at the merge commit say (targets already running an image's locked
+/// digest are left alone); `rebake/<image>` that image. Returns (images, group).
+fn merged_selection(head_branch: &str) -> (Vec<String>, Option<String>) {
+    match head_branch.strip_prefix(crate::propose::GROUP_BRANCH_PREFIX) {
+        Some(group) => (Vec::new(), Some(group.to_string())),
+        None => (
+            vec![head_branch
+                .strip_prefix("rebake/")
+                .unwrap_or(head_branch)
+                .to_string()],
+            None,
+        ),
     }
 }
 
@@ -1043,6 +1064,18 @@ mod tests {
             err.contains("REBAKE_TEST_NEVER_SET_PASSPHRASE")
                 && err.contains("git.ssh_key_passphrase_env"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_merged_group_proposal_deploys_its_group() {
+        assert_eq!(
+            merged_selection("rebake/nginx"),
+            (vec!["nginx".to_string()], None)
+        );
+        assert_eq!(
+            merged_selection("rebake/group/web"),
+            (Vec::new(), Some("web".to_string()))
         );
     }
 }

@@ -140,6 +140,7 @@ pub struct RawReview {
     pub assignees: Option<Vec<String>>,
     pub automerge: Option<bool>,
     pub max_open: Option<u32>,
+    pub group: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,6 +374,9 @@ pub struct Review {
     pub automerge: bool,
     /// At most this many open rebake pull requests for this image.
     pub max_open: u32,
+    /// Images with the same group are proposed together, in one pull request on the branch
+    /// `rebake/group/<name>`.
+    pub group: Option<String>,
 }
 
 impl Default for Review {
@@ -383,6 +387,7 @@ impl Default for Review {
             assignees: Vec::new(),
             automerge: false,
             max_open: DEFAULT_MAX_OPEN,
+            group: None,
         }
     }
 }
@@ -452,6 +457,7 @@ pub(crate) fn load_policies_partially(repo_dir: &Path) -> (Vec<Policy>, Vec<Diag
         }
     }
     diagnostics.extend(check_deploy_conflicts(repo_dir, &policies));
+    diagnostics.extend(check_group_branches(&policies));
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     (policies, diagnostics)
 }
@@ -520,6 +526,22 @@ pub fn is_valid_image_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// A `review.group` name: one component of the branch `rebake/group/<name>` — lower-case
+/// letters, digits, '-' and '.', starting with a letter or digit, without `..` and not ending
+/// in `.` or `.lock` (git's rules for a ref component).
+pub fn is_valid_group_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 100
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+        && !name.contains("..")
+        && !name.ends_with('.')
+        && !name.ends_with(".lock")
 }
 
 /// Docker's rule for container, network, volume and service names.
@@ -1409,12 +1431,23 @@ fn validate_review(d: &mut Diagnostics, field: &FieldPath, raw: RawReview) -> Re
             "give at least 1",
         );
     }
+    if let Some(group) = &raw.group {
+        if !is_valid_group_name(group) {
+            d.error(
+                &field.key("group"),
+                format!("'{group}' is not a usable group name"),
+                "use lower-case letters, digits, '-' and '.', starting with a letter or digit, \
+                 like web (the group's proposals go on the branch rebake/group/<name>)",
+            );
+        }
+    }
     Review {
         labels,
         reviewers,
         assignees,
         automerge: raw.automerge.unwrap_or(false),
         max_open,
+        group: raw.group,
     }
 }
 
@@ -1502,6 +1535,31 @@ fn check_deploy_conflicts(repo_dir: &Path, policies: &[Policy]) -> Vec<Diagnosti
         }
     }
     diagnostics
+}
+
+/// An image named `group` cannot coexist with review groups: its branch `rebake/group` and the
+/// groups' branches `rebake/group/<name>` cannot both exist in git.
+fn check_group_branches(policies: &[Policy]) -> Vec<Diagnostic> {
+    let Some(grouped) = policies.iter().find(|p| p.review.group.is_some()) else {
+        return Vec::new();
+    };
+    policies
+        .iter()
+        .filter(|p| p.name == "group")
+        .map(|p| {
+            Diagnostic::file_level(
+                &p.file,
+                format!(
+                    "the image name 'group' clashes with review groups (used by {}): its \
+                     proposal branch rebake/group cannot exist beside the group branches \
+                     rebake/group/<name> in git",
+                    grouped.file.display()
+                ),
+                "rename the policy file (the image name is the file name), or remove \
+                 review.group from the policies that set it",
+            )
+        })
+        .collect()
 }
 
 /// File names of the templates in a repository, sorted.
@@ -1695,6 +1753,39 @@ review:
         assert_eq!(docker.restart.to_string(), "on-failure:3");
         assert_eq!(docker.env["PORT"], "80");
         assert!(policy.review.automerge);
+    }
+
+    #[test]
+    fn review_group_names_are_branch_components() {
+        let with = |group: &str| {
+            parse(&format!(
+                "template: a.hbs\nsuite: trixie\nreview:\n  group: {group}\n"
+            ))
+        };
+        assert_eq!(with("web").unwrap().review.group.as_deref(), Some("web"));
+        assert_eq!(
+            with("db-2.prod").unwrap().review.group.as_deref(),
+            Some("db-2.prod")
+        );
+        assert_eq!(
+            parse("template: a.hbs\nsuite: trixie\n")
+                .unwrap()
+                .review
+                .group,
+            None
+        );
+        for bad in [
+            "Web", "a/b", "-x", ".x", "a..b", "x.lock", "x.", "a_b", "'a b'",
+        ] {
+            let errors = with(bad).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert_eq!(errors[0].field, "review.group", "{bad}");
+            let shown = errors[0].to_string();
+            assert!(
+                shown.starts_with("policies/web.yaml:4:") && shown.contains("group name"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

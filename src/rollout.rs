@@ -24,6 +24,9 @@ pub struct DeployRun {
     pub registry: Option<RegistryConfig>,
     /// Deploy the locks at this commit of the default branch (default: its head).
     pub commit: Option<String>,
+    /// Only the images of this review group (a merged group proposal), as the policies at the
+    /// commit say.
+    pub group: Option<String>,
 }
 
 /// What happened to one image.
@@ -183,8 +186,8 @@ async fn refusal<F: Forge>(
     }
 }
 
-/// Deploys every image (or the named ones) whose lock at the commit names a digest that differs
-/// from what runs on its targets.
+/// Deploys every image (or the named ones, or those of `run.group`) whose lock at the commit
+/// names a digest that differs from what runs on its targets.
 pub async fn deploy_commit<F: Forge>(
     run: &DeployRun,
     forge: &F,
@@ -221,7 +224,10 @@ pub async fn deploy_commit<F: Forge>(
         crate::propose::export_tree(ws.repo(), commit, &dir)
     })
     .await?;
-    let policies: Vec<Policy> = crate::app::load_repo_policies(scratch.path(), images)?;
+    let policies: Vec<Policy> = crate::app::load_repo_policies(scratch.path(), images)?
+        .into_iter()
+        .filter(|p| run.group.is_none() || p.review.group == run.group)
+        .collect();
     let docker = crate::engine::connect(&run.engine_host).await?;
     let mut out = Vec::new();
     for p in &policies {

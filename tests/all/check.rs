@@ -398,6 +398,30 @@ fn two_images_cannot_deploy_to_one_container() {
 }
 
 #[test]
+fn an_image_named_group_is_refused_beside_review_groups() {
+    let grouped = format!("{VALID_POLICY}review:\n  group: web\n");
+    let repo = scratch_repo(&[
+        ("policies/a.yaml", &grouped),
+        ("policies/group.yaml", VALID_POLICY),
+    ]);
+    let diagnostics = problems(repo.path());
+    assert_eq!(diagnostics.len(), 1, "{}", show(&diagnostics));
+    let d = &diagnostics[0];
+    assert_eq!(d.file, PathBuf::from("policies/group.yaml"));
+    assert!(
+        d.message.contains("rebake/group/<name>") && d.message.contains("policies/a.yaml"),
+        "{d}"
+    );
+    // Without review groups, an image may be called group.
+    let repo = scratch_repo(&[
+        ("policies/a.yaml", VALID_POLICY),
+        ("policies/group.yaml", VALID_POLICY),
+    ]);
+    let report = check_repo(repo.path(), None);
+    assert!(report.is_ok(), "{}", show(&report.diagnostics));
+}
+
+#[test]
 fn explicit_config_path_is_checked_and_shown_as_given() {
     let repo = scratch_repo(&[("policies/web.yaml", VALID_POLICY)]);
     let config = repo.path().join("bot.yaml");

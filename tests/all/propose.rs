@@ -6,8 +6,8 @@ use crate::support::engine::runtime;
 use crate::support::fake_gitea::{FakeGitea, FakePr};
 use crate::support::fake_github::FakeGitHub;
 use crate::support::gitops::{
-    action, branch_head, git, gitops, propose, shared_state, text, ticker_gitops, GitOps,
-    TICKER_TEMPLATE,
+    action, branch_head, git, gitops, pair_gitops, propose, shared_state, text, ticker_gitops,
+    GitOps, TICKER_TEMPLATE,
 };
 
 #[test]
@@ -387,6 +387,249 @@ fn gitea_proposal_lifecycle_end_to_end() {
     assert_eq!(fake.pr_label_names(reopened.number), ["rebake"]);
     passed_on(&pushed);
 
+    fake.assert_no_violations();
+}
+
+/// The files the commit `sha` changes.
+fn files_changed(ops: &GitOps, sha: &str) -> Vec<String> {
+    git(
+        &ops.bare,
+        &["show", "--name-only", "--format=", "--no-renames", sha],
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+const PAIR_FILES: [&str; 4] = [
+    "images/ticker/Dockerfile",
+    "images/ticker/rebake.lock",
+    "images/ticker2/Dockerfile",
+    "images/ticker2/rebake.lock",
+];
+
+/// Two images of one review group on the plain-git forge: one branch `rebake/group/pair`, one
+/// commit per run with the images that need a change, a row per image; reused when nothing
+/// changed, updated when one image changes (the other taken from the branch, not rebuilt) or
+/// becomes current, closed when both are current on main again.
+#[test]
+fn plain_git_group_proposal_lifecycle() {
+    let ops = pair_gitops("rebake-test-pair", &[]);
+    let (state, _guard) = shared_state();
+    let main = || git(&ops.bare, &["rev-parse", "refs/heads/main"]);
+    const BRANCH: &str = "rebake/group/pair";
+
+    // 1. First run: both images built and proposed together.
+    let first = propose(&ops, state, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(action(&first, "ticker"), "opened", "{}", text(&first));
+    assert_eq!(action(&first, "ticker2"), "opened", "{}", text(&first));
+    let head = branch_head(&ops.bare, BRANCH).expect("group branch pushed");
+    for alone in ["rebake/ticker", "rebake/ticker2"] {
+        assert_eq!(branch_head(&ops.bare, alone), None, "{alone}");
+    }
+    assert_eq!(git(&ops.bare, &["rev-parse", &format!("{head}^")]), main());
+    assert_eq!(files_changed(&ops, &head), PAIR_FILES);
+    let message = git(&ops.bare, &["log", "-1", "--format=%B", &head]);
+    assert!(
+        message.starts_with("pair images: first build — ticker (")
+            && message.contains("), ticker2 ("),
+        "{message}"
+    );
+    for part in [
+        "\n- ticker: first build (",
+        "\n- ticker2: first build (",
+        "\n## ticker\n",
+        "\n## ticker2\n",
+        "| has the Debian version | pass |",
+        "git fetch origin rebake/group/pair && git checkout FETCH_HEAD",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from:\n{message}");
+    }
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ticker")).count(),
+        2,
+        "one row per image:\n{stdout}"
+    );
+
+    // 2. Nothing changed: no build, no push, no writes.
+    let statuses = std::fs::read(state.join("plain-git/statuses.json")).unwrap();
+    let second = propose(&ops, state, &[]);
+    assert_eq!(action(&second, "ticker"), "unchanged", "{}", text(&second));
+    assert_eq!(action(&second, "ticker2"), "unchanged", "{}", text(&second));
+    assert_eq!(branch_head(&ops.bare, BRANCH), Some(head.clone()));
+    assert_eq!(
+        std::fs::read(state.join("plain-git/statuses.json")).unwrap(),
+        statuses
+    );
+
+    // 3. ticker's template changes on main: a new commit on top of the new main, with ticker
+    //    rebuilt and ticker2 taken from the branch as it was (not rebuilt).
+    change_template(&ops, "updated");
+    let updated = propose(&ops, state, &[]);
+    assert_eq!(updated.status.code(), Some(0), "{}", text(&updated));
+    assert_eq!(action(&updated, "ticker"), "updated", "{}", text(&updated));
+    assert_eq!(action(&updated, "ticker2"), "updated", "{}", text(&updated));
+    let new_head = branch_head(&ops.bare, BRANCH).unwrap();
+    assert_ne!(new_head, head);
+    assert_eq!(
+        git(&ops.bare, &["rev-parse", &format!("{new_head}^")]),
+        main()
+    );
+    assert_eq!(files_changed(&ops, &new_head), PAIR_FILES);
+    let blob =
+        |commit: &str, path: &str| git(&ops.bare, &["rev-parse", &format!("{commit}:{path}")]);
+    for path in ["images/ticker2/Dockerfile", "images/ticker2/rebake.lock"] {
+        assert_eq!(blob(&head, path), blob(&new_head, path), "{path} reused");
+    }
+    assert_ne!(
+        blob(&head, "images/ticker/Dockerfile"),
+        blob(&new_head, "images/ticker/Dockerfile")
+    );
+
+    // 4. Someone applies only ticker to main by hand: ticker is current and leaves the
+    //    proposal, which is committed again with ticker2 alone, as the branch held it.
+    git(&ops.clone, &["fetch", "-q", "origin"]);
+    git(
+        &ops.clone,
+        &[
+            "checkout",
+            "-q",
+            &format!("origin/{BRANCH}"),
+            "--",
+            "images/ticker",
+        ],
+    );
+    git(&ops.clone, &["commit", "-q", "-m", "apply ticker by hand"]);
+    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    let one_left = propose(&ops, state, &[]);
+    assert_eq!(one_left.status.code(), Some(0), "{}", text(&one_left));
+    assert_eq!(
+        action(&one_left, "ticker"),
+        "current",
+        "{}",
+        text(&one_left)
+    );
+    assert_eq!(
+        action(&one_left, "ticker2"),
+        "updated",
+        "{}",
+        text(&one_left)
+    );
+    let last_head = branch_head(&ops.bare, BRANCH).unwrap();
+    assert_ne!(last_head, new_head);
+    assert_eq!(
+        git(&ops.bare, &["rev-parse", &format!("{last_head}^")]),
+        main()
+    );
+    assert_eq!(files_changed(&ops, &last_head), &PAIR_FILES[2..]);
+    for path in ["images/ticker2/Dockerfile", "images/ticker2/rebake.lock"] {
+        assert_eq!(
+            blob(&head, path),
+            blob(&last_head, path),
+            "{path} not rebuilt"
+        );
+    }
+    let message = git(&ops.bare, &["log", "-1", "--format=%B", &last_head]);
+    assert!(
+        message.starts_with("pair images: first build — ticker2 (")
+            && message.contains("\nAlready current, not in this proposal: ticker.\n")
+            && !message.contains("\n## ticker\n"),
+        "{message}"
+    );
+
+    // 5. Someone applies the rest to main by hand: the group proposal is closed, its branch
+    //    deleted; then both images are current.
+    git(&ops.clone, &["fetch", "-q", "origin"]);
+    git(
+        &ops.clone,
+        &[
+            "checkout",
+            "-q",
+            &format!("origin/{BRANCH}"),
+            "--",
+            "images",
+        ],
+    );
+    git(
+        &ops.clone,
+        &["commit", "-q", "-m", "apply the rebuilt images by hand"],
+    );
+    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    let closed = propose(&ops, state, &[]);
+    assert_eq!(action(&closed, "ticker"), "closed", "{}", text(&closed));
+    assert_eq!(action(&closed, "ticker2"), "closed", "{}", text(&closed));
+    assert_eq!(branch_head(&ops.bare, BRANCH), None, "branch deleted");
+    let current = propose(&ops, state, &[]);
+    assert_eq!(action(&current, "ticker"), "current", "{}", text(&current));
+    assert_eq!(action(&current, "ticker2"), "current", "{}", text(&current));
+}
+
+/// The same group on the GitHub fake: one pull request from `rebake/group/pair` carrying both
+/// images, with the union of their labels and a passing status on its head.
+#[test]
+fn github_group_proposal_is_one_pull_request() {
+    let ops = pair_gitops("rebake-test-pair-gh", &[]);
+    let (state, _guard) = shared_state();
+    const TOKEN: &str = "ghp_testTOKEN0123456789";
+    let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", TOKEN));
+    std::fs::write(
+        ops.clone.join("rebake.yaml"),
+        format!(
+            "forge:\n  kind: github\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITHUB_TOKEN\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let env = [("REBAKE_TEST_GITHUB_TOKEN", TOKEN)];
+    let first = propose(&ops, state, &env);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(action(&first, "ticker"), "opened", "{}", text(&first));
+    assert_eq!(action(&first, "ticker2"), "opened", "{}", text(&first));
+    let prs = fake.prs();
+    assert_eq!(prs.len(), 1, "{prs:?}");
+    let pr = &prs[0];
+    assert_eq!(
+        (pr.head.as_str(), pr.base.as_str()),
+        ("rebake/group/pair", "main")
+    );
+    assert!(
+        pr.title.starts_with("pair images: first build — ticker ("),
+        "{}",
+        pr.title
+    );
+    let body = pr.body.clone().unwrap_or_default();
+    for part in [
+        "\n## ticker\n",
+        "\n## ticker2\n",
+        "| has the Debian version | pass |",
+    ] {
+        assert!(body.contains(part), "{part:?} missing from:\n{body}");
+    }
+    assert_eq!(pr.labels, ["rebake", "security"]);
+    let head = branch_head(&ops.bare, "rebake/group/pair").unwrap();
+    assert!(
+        fake.statuses(&head)
+            .iter()
+            .any(|s| s.context == "rebake/test" && s.state == "success"),
+        "{:?}",
+        fake.statuses(&head)
+    );
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    let url = format!("/pull/{}", pr.number);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(&url)).count(),
+        2,
+        "both rows show the one PR:\n{stdout}"
+    );
+
+    // Nothing changed: no writes.
+    let writes = fake.writes();
+    let again = propose(&ops, state, &env);
+    assert_eq!(action(&again, "ticker"), "unchanged", "{}", text(&again));
+    assert_eq!(action(&again, "ticker2"), "unchanged", "{}", text(&again));
+    assert_eq!(fake.writes(), writes);
     fake.assert_no_violations();
 }
 

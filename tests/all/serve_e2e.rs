@@ -6,9 +6,12 @@
 use crate::server::github_fixture;
 use crate::support::engine::{docker, runtime};
 use crate::support::fake_github::FakeGitHub;
-use crate::support::gitops::{action, propose, shared_state, text, ticker_gitops};
+use crate::support::gitops::{
+    action, git, pair_gitops, propose, shared_state, text, ticker_gitops, ticker_policy, GitOps,
+};
 use crate::support::registry::{free_port, TestRegistry};
 use serde_json::json;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,6 +59,19 @@ impl Serve {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// Waits until `n` deploys have run.
+    async fn wait_deploys(&self, n: f64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.metric("rebake_deploys_total").await != Some(n) {
+            assert!(
+                Instant::now() < deadline,
+                "no {n} deploys within 120 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// SIGTERM, then the exit status (graceful shutdown).
     fn stop(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -77,6 +93,101 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+const ENV: [(&str, &str); 2] = [
+    ("REBAKE_TEST_GITHUB_TOKEN", TOKEN),
+    ("REBAKE_TEST_E2E_SECRET", SECRET),
+];
+
+/// rebake.yaml for the fake GitHub, the test registry and the webhook secret of [`ENV`].
+fn configure(ops: &GitOps, fake: &FakeGitHub, registry: &TestRegistry) {
+    std::fs::write(
+        ops.clone.join("rebake.yaml"),
+        format!(
+            "forge:\n  kind: github\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITHUB_TOKEN\n\
+             registry:\n  url: {}\n  insecure: true\n\
+             webhook:\n  secret_env: REBAKE_TEST_E2E_SECRET\n\
+             # Scheduled scans would race the webhook in this test: once a year.\n\
+             schedule:\n  scan: \"0 0 1 1 *\"\n",
+            fake.url(),
+            registry.host()
+        ),
+    )
+    .unwrap();
+}
+
+/// Starts `rebake serve` on the repository and waits until it answers /healthz.
+fn start_serve(ops: &GitOps, state: &Path) -> Serve {
+    let port = free_port();
+    let log = ops.dir.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_rebake"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--repo"])
+        .arg(&ops.clone)
+        .env("REBAKE_STATE_DIR", state)
+        .env("RUST_LOG", "info")
+        .envs(ENV)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start rebake serve");
+    let serve = Serve {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        log,
+    };
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{}/healthz", serve.url))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not answer /healthz:\n{}",
+                serve.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    serve
+}
+
+/// The image the lock of `image` records at `commit`, and its digest reference in `registry`.
+fn tested_image(
+    ops: &GitOps,
+    registry: &TestRegistry,
+    commit: &str,
+    image: &str,
+) -> (rebake::lock::ImageRef, String) {
+    let lock_text = git(
+        &ops.bare,
+        &["show", &format!("{commit}:images/{image}/rebake.lock")],
+    );
+    let lock = rebake::lock::Lock::parse(&lock_text, Path::new("rebake.lock")).unwrap();
+    let tested = lock.image.expect("the lock records the image");
+    let digest_ref = tested
+        .digest
+        .clone()
+        .expect("pushed: the lock has a digest");
+    assert!(
+        digest_ref.starts_with(&format!("{}/{image}@sha256:", registry.host())),
+        "{digest_ref}"
+    );
+    (tested, digest_ref)
+}
+
+/// `container` runs, from exactly `digest_ref` (the engine's image `id`).
+fn assert_runs(serve: &Serve, container: &str, digest_ref: &str, id: &str) {
+    let info = runtime()
+        .block_on(docker().inspect_container(container, None))
+        .unwrap_or_else(|e| panic!("{container} not deployed: {e}\n{}", serve.log()));
+    assert_eq!(
+        info.config.as_ref().and_then(|c| c.image.as_deref()),
+        Some(digest_ref)
+    );
+    assert_eq!(info.image.as_deref(), Some(id));
+    assert_eq!(info.state.and_then(|s| s.running), Some(true));
 }
 
 /// Removes the test's container (and a kept previous one) when the test ends.
@@ -112,76 +223,17 @@ fn merged_pull_request_webhook_deploys_the_tested_digest_once() {
     let ops = ticker_gitops(&container);
     let registry = TestRegistry::start();
     let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", TOKEN));
-    std::fs::write(
-        ops.clone.join("rebake.yaml"),
-        format!(
-            "forge:\n  kind: github\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITHUB_TOKEN\n\
-             registry:\n  url: {}\n  insecure: true\n\
-             webhook:\n  secret_env: REBAKE_TEST_E2E_SECRET\n\
-             # Scheduled scans would race the webhook in this test: once a year.\n\
-             schedule:\n  scan: \"0 0 1 1 *\"\n",
-            fake.url(),
-            registry.host()
-        ),
-    )
-    .unwrap();
-    let env = [
-        ("REBAKE_TEST_GITHUB_TOKEN", TOKEN),
-        ("REBAKE_TEST_E2E_SECRET", SECRET),
-    ];
+    configure(&ops, &fake, &registry);
 
     // rebake proposes the tested image; a person merges the pull request on GitHub.
-    let proposed = propose(&ops, state, &env);
+    let proposed = propose(&ops, state, &ENV);
     assert_eq!(action(&proposed, "ticker"), "opened", "{}", text(&proposed));
     let pr = fake.prs().into_iter().next().expect("one pull request");
     let merge_sha = fake.merge(pr.number);
-    let lock_text = crate::support::gitops::git(
-        &ops.bare,
-        &["show", &format!("{merge_sha}:images/ticker/rebake.lock")],
-    );
-    let lock = rebake::lock::Lock::parse(&lock_text, std::path::Path::new("rebake.lock")).unwrap();
-    let tested = lock.image.expect("the lock records the image");
-    let digest_ref = tested
-        .digest
-        .clone()
-        .expect("pushed: the lock has a digest");
-    assert!(
-        digest_ref.starts_with(&format!("{}/ticker@sha256:", registry.host())),
-        "{digest_ref}"
-    );
+    let (tested, digest_ref) = tested_image(&ops, &registry, &merge_sha, "ticker");
 
     // The service runs.
-    let port = free_port();
-    let log = ops.dir.path().join("serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_rebake"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--repo"])
-        .arg(&ops.clone)
-        .env("REBAKE_STATE_DIR", state)
-        .env("RUST_LOG", "info")
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start rebake serve");
-    let mut serve = Serve {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        log,
-    };
-    runtime().block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/healthz", serve.url))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "serve did not answer /healthz:\n{}",
-                serve.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let mut serve = start_serve(&ops, state);
 
     runtime().block_on(async {
         // A merge in another repository (an organisation-wide hook) deploys nothing.
@@ -198,30 +250,14 @@ fn merged_pull_request_webhook_deploys_the_tested_digest_once() {
         assert!(body.contains("deploy queued"), "{body}");
         let (status, body) = serve.post("e2e-merge", &merged).await;
         assert_eq!(status, 200, "{body}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while serve.metric("rebake_deploys_total").await != Some(1.0) {
-            assert!(
-                Instant::now() < deadline,
-                "no deploy within 120 s:\n{}",
-                serve.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        serve.wait_deploys(1.0).await;
         let (status, body) = serve.post("e2e-merge-again", &merged).await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("already deployed"), "{body}");
     });
 
     // The container runs exactly the tested digest.
-    let info = runtime()
-        .block_on(docker().inspect_container(&container, None))
-        .unwrap_or_else(|e| panic!("{container} not deployed: {e}\n{}", serve.log()));
-    assert_eq!(
-        info.config.as_ref().and_then(|c| c.image.as_deref()),
-        Some(digest_ref.as_str())
-    );
-    assert_eq!(info.image.as_deref(), Some(tested.id.as_str()));
-    assert_eq!(info.state.and_then(|s| s.running), Some(true));
+    assert_runs(&serve, &container, &digest_ref, &tested.id);
 
     // Recorded once: one comment on the pull request and one line in the deployments log.
     let comments = fake.comments(pr.number);
@@ -237,6 +273,72 @@ fn merged_pull_request_webhook_deploys_the_tested_digest_once() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["targets"][0]["result"], "deployed");
 
+    let status = serve.stop();
+    assert!(status.success(), "serve exited {status}:\n{}", serve.log());
+    fake.assert_no_violations();
+}
+
+/// A merged group proposal (`rebake/group/pair`) deploys every image of the group at its merge
+/// commit, each its tested digest, and nothing else: `solo`, merged before it without a
+/// webhook, is not deployed.
+#[test]
+fn merged_group_proposal_deploys_every_image_of_the_group() {
+    let (state, _guard) = shared_state();
+    let container = format!("rebake-e2e-group-{}", std::process::id());
+    let _cleanup: Vec<Containers> = ["ticker", "ticker2", "solo"]
+        .iter()
+        .map(|image| Containers(format!("{container}-{image}")))
+        .collect();
+    let solo = ticker_policy(&format!("{container}-solo"));
+    let ops = pair_gitops(&container, &[("policies/solo.yaml".into(), solo)]);
+    let registry = TestRegistry::start();
+    let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", TOKEN));
+    configure(&ops, &fake, &registry);
+
+    // Two proposals: solo alone, ticker and ticker2 together. Both are merged.
+    let proposed = propose(&ops, state, &ENV);
+    for image in ["solo", "ticker", "ticker2"] {
+        assert_eq!(action(&proposed, image), "opened", "{}", text(&proposed));
+    }
+    let prs = fake.prs();
+    assert_eq!(prs.len(), 2, "{prs:?}");
+    let number = |head: &str| {
+        prs.iter()
+            .find(|p| p.head == head)
+            .unwrap_or_else(|| panic!("no PR from {head}: {prs:?}"))
+            .number
+    };
+    fake.merge(number("rebake/solo"));
+    let group_pr = number("rebake/group/pair");
+    let merge_sha = fake.merge(group_pr);
+
+    // Only the group's merge webhook arrives.
+    let mut serve = start_serve(&ops, state);
+    runtime().block_on(async {
+        let merged = merged_payload(group_pr, "rebake/group/pair", &merge_sha, "acme/images");
+        let (status, body) = serve.post("e2e-group-merge", &merged).await;
+        assert_eq!(status, 202, "{body}\n{}", serve.log());
+        serve.wait_deploys(1.0).await;
+    });
+    for image in ["ticker", "ticker2"] {
+        let (tested, digest_ref) = tested_image(&ops, &registry, &merge_sha, image);
+        assert_runs(
+            &serve,
+            &format!("{container}-{image}"),
+            &digest_ref,
+            &tested.id,
+        );
+    }
+    let solo = format!("{container}-solo");
+    assert!(
+        runtime()
+            .block_on(docker().inspect_container(&solo, None))
+            .is_err(),
+        "{solo} is not in the group: not deployed"
+    );
+    // One deployment comment per image of the group, on the group's pull request.
+    let comments = fake.comments(group_pr);
+    assert_eq!(comments.len(), 2, "{comments:?}");
     let status = serve.stop();
     assert!(status.success(), "serve exited {status}:\n{}", serve.log());
     fake.assert_no_violations();

@@ -631,6 +631,21 @@ async fn gitea_merge_after_head_branch_deletion_uses_the_label() {
 }
 
 #[tokio::test]
+async fn a_merged_group_proposal_queues_one_deploy() {
+    // `rebake/group/<name>` (a review group's proposal) is a rebake branch like `rebake/<image>`.
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let body = gitea_merged(6, "rebake/group/web", "rebake/group/web", MERGE_SHA);
+    let (status, text) = server.gitea("pull_request", "grp-1", &body, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 1).await;
+    server.shutdown().await;
+    assert_eq!(jobs.deploys().len(), 1);
+    assert_eq!(jobs.deploys()[0].head_branch, "rebake/group/web");
+}
+
+#[tokio::test]
 async fn queued_deploy_survives_shutdown_and_runs_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = Arc::new(FakeJobs::gated());

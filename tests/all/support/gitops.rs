@@ -86,6 +86,40 @@ pub fn ticker_gitops(container: &str) -> GitOps {
     ])
 }
 
+/// A GitOps repository with two ticker images, `ticker` and `ticker2` (each with its own
+/// template, deploying to `<container>-<image>`), both in the review group `pair`; ticker2 adds
+/// the label `security`. `extra` files (path, content) go on `main` too.
+pub fn pair_gitops(container: &str, extra: &[(String, String)]) -> GitOps {
+    let grouped = |image: &str, labels: &str| {
+        ticker_policy(&format!("{container}-{image}"))
+            .replace(
+                "template: ticker.Dockerfile.hbs",
+                &format!("template: {image}.Dockerfile.hbs"),
+            )
+            .replace(
+                "review:\n  labels: [rebake]\n",
+                &format!("review:\n  labels: [{labels}]\n  group: pair\n"),
+            )
+    };
+    let mut files = vec![
+        ("policies/ticker.yaml".into(), grouped("ticker", "rebake")),
+        (
+            "policies/ticker2.yaml".into(),
+            grouped("ticker2", "rebake, security"),
+        ),
+        (
+            "templates/ticker.Dockerfile.hbs".into(),
+            TICKER_TEMPLATE.into(),
+        ),
+        (
+            "templates/ticker2.Dockerfile.hbs".into(),
+            TICKER_TEMPLATE.into(),
+        ),
+    ];
+    files.extend_from_slice(extra);
+    gitops_with(&files)
+}
+
 /// A GitOps repository whose `main` holds `files` (path, content).
 pub fn gitops_with(files: &[(String, String)]) -> GitOps {
     let dir = tempfile::tempdir().unwrap();
