@@ -103,12 +103,12 @@ fn plain_git_proposal_lifecycle() {
     assert_eq!(action(&fourth, "debian"), "current");
 }
 
-#[test]
-fn github_proposal_survives_a_crash_and_never_duplicates() {
-    let ops = gitops();
-    let (state, _guard) = shared_state();
-    const TOKEN: &str = "ghp_testTOKEN0123456789";
-    let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", TOKEN));
+const GITHUB_TOKEN: &str = "ghp_testTOKEN0123456789";
+
+/// The fake GitHub serving `ops`'s origin as acme/images, and a rebake.yaml that uses it with
+/// the token in `REBAKE_TEST_GITHUB_TOKEN`.
+fn github_for(ops: &GitOps) -> FakeGitHub {
+    let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", GITHUB_TOKEN));
     std::fs::write(
         ops.clone.join("rebake.yaml"),
         format!(
@@ -117,7 +117,15 @@ fn github_proposal_survives_a_crash_and_never_duplicates() {
         ),
     )
     .unwrap();
-    let env = [("REBAKE_TEST_GITHUB_TOKEN", TOKEN)];
+    fake
+}
+
+#[test]
+fn github_proposal_survives_a_crash_and_never_duplicates() {
+    let ops = gitops();
+    let (state, _guard) = shared_state();
+    let fake = github_for(&ops);
+    let env = [("REBAKE_TEST_GITHUB_TOKEN", GITHUB_TOKEN)];
 
     // The branch is pushed, then opening the PR fails for good (a crash at that point).
     // (rebake makes 4 attempts with backoff; all 4 fail.)
@@ -572,17 +580,8 @@ fn plain_git_group_proposal_lifecycle() {
 fn github_group_proposal_is_one_pull_request() {
     let ops = pair_gitops("rebake-test-pair-gh", &[]);
     let (state, _guard) = shared_state();
-    const TOKEN: &str = "ghp_testTOKEN0123456789";
-    let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", TOKEN));
-    std::fs::write(
-        ops.clone.join("rebake.yaml"),
-        format!(
-            "forge:\n  kind: github\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITHUB_TOKEN\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
-    let env = [("REBAKE_TEST_GITHUB_TOKEN", TOKEN)];
+    let fake = github_for(&ops);
+    let env = [("REBAKE_TEST_GITHUB_TOKEN", GITHUB_TOKEN)];
     let first = propose(&ops, state, &env);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     assert_eq!(action(&first, "ticker"), "opened", "{}", text(&first));
