@@ -848,10 +848,10 @@ pub struct ServiceJobs {
 }
 
 impl crate::server::Jobs for ServiceJobs {
-    async fn scan(&self) -> Result<crate::server::ScanSummary> {
+    async fn scan(&self, scope: crate::server::ScanScope) -> Result<crate::server::ScanSummary> {
         use crate::propose::Action;
         let req = ProposeRequest {
-            images: Vec::new(),
+            images: scope.names(),
             sources: None,
             no_push: false,
             format: OutputFormat::Human,
@@ -860,7 +860,7 @@ impl crate::server::Jobs for ServiceJobs {
         // Polling fallback for a missed merge webhook: deploy what the default branch's locks
         // record now (targets already running it are left alone).
         let deploy = DeployRequest {
-            images: Vec::new(),
+            images: scope.names(),
             commit: None,
             format: OutputFormat::Human,
         };
@@ -938,6 +938,25 @@ fn merged_selection(head_branch: &str) -> (Vec<String>, Option<String>) {
     }
 }
 
+/// What the service scans when: rebake.yaml's `schedule.scan` every image, and each policy's
+/// own `schedule` its image (read from the repository's policies when the service starts).
+fn scan_schedules(config: &Config, repo: &Path) -> Result<Vec<crate::server::ScanSchedule>> {
+    use crate::server::{ScanSchedule, ScanScope};
+    let mut schedules = vec![ScanSchedule {
+        cron: config.schedule.scan.clone(),
+        scope: ScanScope::All,
+    }];
+    for policy in load_repo_policies(repo, &[])? {
+        if let Some(cron) = policy.schedule {
+            schedules.push(ScanSchedule {
+                cron,
+                scope: ScanScope::images([policy.name]),
+            });
+        }
+    }
+    Ok(schedules)
+}
+
 /// `rebake serve --listen ADDR`: webhooks, metrics, and scans on the configured schedule,
 /// until SIGINT/SIGTERM.
 pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
@@ -965,7 +984,7 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
             crate::server::ServeConfig {
                 secret_env: config.webhook.secret_env.clone(),
                 state_dir,
-                schedule: Some(config.schedule.scan.clone()),
+                schedules: scan_schedules(&config, &ctx.repo)?,
                 deploys_from: config.forge.as_ref().and_then(|f| {
                     f.repository
                         .as_ref()

@@ -49,6 +49,7 @@ pub struct RawPolicy {
     pub deploy: Option<Vec<RawDeployTarget>>,
     pub review: Option<RawReview>,
     pub user: Option<ScalarString>,
+    pub schedule: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +170,9 @@ pub struct Policy {
     pub review: Review,
     /// The user the image runs as (`USER`), like `postgres` or `1000:1000`.
     pub user: Option<String>,
+    /// Extra scan times for this image in `rebake serve`, besides rebake.yaml's
+    /// `schedule.scan` (which scans every image).
+    pub schedule: Option<crate::config::CronSchedule>,
 }
 
 /// Which archive updates trigger a rebuild.
@@ -757,6 +761,19 @@ fn validate_policy(
         }
     }
 
+    let schedule = raw.schedule.and_then(|expression| {
+        crate::config::CronSchedule::parse(&expression)
+            .map_err(|problem| {
+                d.error(
+                    &root.key("schedule"),
+                    format!("'{expression}' is not a cron expression: {problem}"),
+                    "write five fields (minute hour day-of-month month day-of-week), like \
+                     '*/15 * * * *' for every quarter hour, or @hourly / @daily",
+                )
+            })
+            .ok()
+    });
+
     d.into_result(Policy {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -770,6 +787,7 @@ fn validate_policy(
         deploy,
         review,
         user,
+        schedule,
     })
 }
 
@@ -1753,6 +1771,27 @@ review:
         assert_eq!(docker.restart.to_string(), "on-failure:3");
         assert_eq!(docker.env["PORT"], "80");
         assert!(policy.review.automerge);
+    }
+
+    #[test]
+    fn a_policy_schedule_is_a_cron_expression() {
+        let policy = parse("template: a.hbs\nsuite: trixie\nschedule: \"*/15 * * * *\"\n").unwrap();
+        assert_eq!(
+            policy.schedule.map(|s| s.to_string()).as_deref(),
+            Some("*/15 * * * *")
+        );
+        assert_eq!(
+            parse("template: a.hbs\nsuite: trixie\n").unwrap().schedule,
+            None
+        );
+        let errors = parse("template: a.hbs\nsuite: trixie\nschedule: every hour\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "schedule");
+        let shown = errors[0].to_string();
+        assert!(
+            shown.starts_with("policies/web.yaml:3:") && shown.contains("not a cron expression"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -747,6 +747,7 @@ mod tests {
             deploy: vec![],
             review: Default::default(),
             user: None,
+            schedule: None,
         };
         let out = with_banner("# syntax=docker/dockerfile:1\nFROM x", &policy);
         assert_eq!(

@@ -11,7 +11,8 @@
 //!   last [`MAX_DONE`] deploys that succeeded (the same merged proposal never deploys twice).
 //!
 //! Job rules: one worker runs every job, so at most one job (scan or deploy) runs at a time. A
-//! scheduler tick while a scan is queued or running is skipped. A merged proposal that is already
+//! scheduler tick whose images a queued or running scan already covers is skipped; otherwise
+//! its images join the queued scan (one scan is queued at most). A merged proposal that is already
 //! queued, running or done is not queued again. On shutdown the running job finishes; queued
 //! deploys stay in `jobs.json` and run after the next start.
 
@@ -120,7 +121,8 @@ pub struct ScanSummary {
 
 /// The work the service triggers. Implementations decide how a scan and a deploy are done.
 pub trait Jobs: Send + Sync + 'static {
-    fn scan(&self) -> impl Future<Output = Result<ScanSummary>> + Send;
+    /// Scans (and proposes) `scope`'s images.
+    fn scan(&self, scope: ScanScope) -> impl Future<Output = Result<ScanSummary>> + Send;
     fn deploy(&self, merged: MergedProposal) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -132,12 +134,73 @@ pub struct ServeConfig {
     pub secret_env: String,
     /// The state directory; the service keeps its files in `<state_dir>/server/`.
     pub state_dir: PathBuf,
-    /// When to scan; `None` runs no scheduler (scans only when the caller asks).
-    pub schedule: Option<CronSchedule>,
+    /// When to scan what; empty runs no scheduler (scans only when the caller asks).
+    pub schedules: Vec<ScanSchedule>,
     /// The repository and branch deploys come from; a merged pull request of any other (an
     /// organisation-wide webhook, a merge into a side branch) deploys nothing. `None` accepts
     /// any.
     pub deploys_from: Option<DeploysFrom>,
+}
+
+/// Which images a scan covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanScope {
+    All,
+    /// These images (policy names).
+    Images(std::collections::BTreeSet<String>),
+}
+
+impl ScanScope {
+    pub fn images<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> ScanScope {
+        ScanScope::Images(names.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether a scan of `self` also scans everything `other` names.
+    pub fn covers(&self, other: &ScanScope) -> bool {
+        match (self, other) {
+            (ScanScope::All, _) => true,
+            (ScanScope::Images(_), ScanScope::All) => false,
+            (ScanScope::Images(mine), ScanScope::Images(theirs)) => theirs.is_subset(mine),
+        }
+    }
+
+    /// One scan covering both.
+    pub fn merge(self, other: ScanScope) -> ScanScope {
+        match (self, other) {
+            (ScanScope::Images(mut a), ScanScope::Images(b)) => {
+                a.extend(b);
+                ScanScope::Images(a)
+            }
+            _ => ScanScope::All,
+        }
+    }
+
+    /// The image names, or empty for all (how the propose stage takes them).
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            ScanScope::All => Vec::new(),
+            ScanScope::Images(names) => names.iter().cloned().collect(),
+        }
+    }
+}
+
+impl fmt::Display for ScanScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScanScope::All => f.write_str("every image"),
+            ScanScope::Images(names) => {
+                f.write_str(&names.iter().cloned().collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+}
+
+/// A cron expression and what it scans: rebake.yaml's `schedule.scan` scans every image; a
+/// policy's `schedule` adds scan times for its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSchedule {
+    pub cron: CronSchedule,
+    pub scope: ScanScope,
 }
 
 /// Where merged proposals are deployed from.
@@ -411,7 +474,10 @@ impl Deliveries {
 
 struct Queue {
     path: PathBuf,
-    scan_pending: bool,
+    /// The scan waiting for the worker, if any.
+    scan_queued: Option<ScanScope>,
+    /// The scan the worker is running, if any.
+    scan_running: Option<ScanScope>,
     /// Accepted deploys not yet finished, by key, with their acceptance order.
     pending: Vec<MergedProposal>,
     done: BoundedSet,
@@ -499,7 +565,8 @@ impl Service {
             }),
             queue: Mutex::new(Queue {
                 path: jobs_path,
-                scan_pending: false,
+                scan_queued: None,
+                scan_running: None,
                 pending,
                 done: BoundedSet::new(MAX_DONE, saved.done),
             }),
@@ -527,18 +594,25 @@ impl Service {
         self.inner.metrics.clone()
     }
 
-    /// Queues a scan unless one is already queued or running.
-    pub fn enqueue_scan(&self) -> Enqueued {
+    /// Queues a scan of `scope` unless a queued or running scan covers it; a scan already
+    /// queued takes in `scope`'s images instead of a second one being queued.
+    pub fn enqueue_scan(&self, scope: ScanScope) -> Enqueued {
         let mut queue = lock(&self.inner.queue);
-        if queue.scan_pending {
-            info!("a scan is still queued or running: skipping this one");
+        let covered = |s: &Option<ScanScope>| s.as_ref().is_some_and(|s| s.covers(&scope));
+        if covered(&queue.scan_queued) || covered(&queue.scan_running) {
+            info!("a queued or running scan already covers {scope}: skipping this one");
             return Enqueued::AlreadyPending;
         }
-        queue.scan_pending = true;
+        if let Some(queued) = queue.scan_queued.take() {
+            info!("adding {scope} to the queued scan");
+            queue.scan_queued = Some(queued.merge(scope));
+            return Enqueued::AlreadyPending;
+        }
+        queue.scan_queued = Some(scope);
         self.inner.outstanding.send_modify(|n| *n += 1);
         if self.inner.tx.send(Job::Scan).is_err() {
             // The worker has stopped (shutdown): nothing will run.
-            queue.scan_pending = false;
+            queue.scan_queued = None;
             self.inner.outstanding.send_modify(|n| *n -= 1);
         }
         Enqueued::Queued
@@ -617,8 +691,15 @@ async fn run_worker<J: Jobs>(
         // Each job runs in its own task so that a panic in it fails that job, not the worker.
         match job {
             Job::Scan => {
+                let scope = {
+                    let mut queue = lock(&inner.queue);
+                    let scope = queue.scan_queued.take().unwrap_or(ScanScope::All);
+                    queue.scan_running = Some(scope.clone());
+                    scope
+                };
+                info!("scanning {scope}");
                 let j = jobs.clone();
-                let result = tokio::spawn(async move { j.scan().await }).await;
+                let result = tokio::spawn(async move { j.scan(scope).await }).await;
                 let metrics = &inner.metrics;
                 match flatten(result) {
                     Ok(summary) => {
@@ -639,7 +720,7 @@ async fn run_worker<J: Jobs>(
                         error!("scan failed: {e:#}");
                     }
                 }
-                lock(&inner.queue).scan_pending = false;
+                lock(&inner.queue).scan_running = None;
             }
             Job::Deploy(merged) => {
                 let key = merged.key();
@@ -1074,31 +1155,43 @@ pub fn next_run(schedule: &CronSchedule, now: DateTime<Utc>) -> Option<DateTime<
         .map(|next| next.and_utc())
 }
 
-/// One scheduler step: waits on `clock` until the next time `schedule` fires, then queues a
-/// scan (skipped while the previous one is still queued or running). None if the schedule
-/// never fires.
+/// One scheduler step: waits on `clock` until the next time one of `schedules` fires, then
+/// queues a scan of what the schedules firing then cover (skipped when a queued or running scan
+/// covers it). None if no schedule ever fires.
 pub async fn run_scheduler_once<C: Clock>(
     service: &Service,
-    schedule: &CronSchedule,
+    schedules: &[ScanSchedule],
     clock: &C,
 ) -> Option<Enqueued> {
-    let next = next_run(schedule, clock.now())?;
+    let now = clock.now();
+    let runs: Vec<(DateTime<Utc>, &ScanScope)> = schedules
+        .iter()
+        .filter_map(|s| Some((next_run(&s.cron, now)?, &s.scope)))
+        .collect();
+    let next = runs.iter().map(|(t, _)| *t).min()?;
+    let scope = runs
+        .into_iter()
+        .filter(|(t, _)| *t == next)
+        .map(|(_, scope)| scope.clone())
+        .reduce(ScanScope::merge)?;
     clock.sleep_until(next).await;
-    Some(service.enqueue_scan())
+    Some(service.enqueue_scan(scope))
 }
 
 /// Runs [`run_scheduler_once`] until the service shuts down.
-pub async fn run_scheduler<C: Clock>(service: Service, schedule: CronSchedule, clock: C) {
+pub async fn run_scheduler<C: Clock>(service: Service, schedules: Vec<ScanSchedule>, clock: C) {
     let stop = stopped(service.stop_signal());
     let mut stop = std::pin::pin!(stop);
-    info!("scheduler: scans at '{schedule}' (UTC)");
+    for s in &schedules {
+        info!("scheduler: scans {} at '{}' (UTC)", s.scope, s.cron);
+    }
     loop {
         tokio::select! {
             biased;
             _ = &mut stop => break,
-            step = run_scheduler_once(&service, &schedule, &clock) => {
+            step = run_scheduler_once(&service, &schedules, &clock) => {
                 if step.is_none() {
-                    warn!("scheduler: '{schedule}' never fires: no scheduled scans");
+                    warn!("scheduler: no schedule ever fires: no scheduled scans");
                     break;
                 }
             }
@@ -1118,10 +1211,13 @@ pub async fn serve<J: Jobs>(
     if let Ok(addr) = listener.local_addr() {
         info!("listening on http://{addr}");
     }
-    let scheduler = config
-        .schedule
-        .clone()
-        .map(|schedule| tokio::spawn(run_scheduler(service.clone(), schedule, SystemClock)));
+    let scheduler = (!config.schedules.is_empty()).then(|| {
+        tokio::spawn(run_scheduler(
+            service.clone(),
+            config.schedules.clone(),
+            SystemClock,
+        ))
+    });
     let served = axum::serve(listener, service.router())
         .with_graceful_shutdown(shutdown)
         .await

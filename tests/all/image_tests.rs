@@ -49,6 +49,7 @@ fn policy(tests: Vec<ImageTest>) -> Policy {
         deploy: Vec::new(),
         review: Review::default(),
         user: None,
+        schedule: None,
     }
 }
 

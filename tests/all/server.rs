@@ -6,8 +6,8 @@ use anyhow::Result;
 use chrono::{DateTime, NaiveDate, Utc};
 use rebake::config::CronSchedule;
 use rebake::server::{
-    next_run, run_scheduler_once, serve, sign, Clock, Enqueued, Jobs, MergedProposal, ScanSummary,
-    ServeConfig, Service, WebhookForge,
+    next_run, run_scheduler_once, serve, sign, Clock, Enqueued, Jobs, MergedProposal, ScanSchedule,
+    ScanScope, ScanSummary, ServeConfig, Service, WebhookForge,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,7 @@ fn set_secret() {
 #[derive(Default)]
 struct FakeJobs {
     scans: AtomicUsize,
+    scopes: Mutex<Vec<ScanScope>>,
     deploys: Mutex<Vec<MergedProposal>>,
     /// When set, every job waits for a permit before finishing.
     gate: Option<Semaphore>,
@@ -58,8 +59,9 @@ impl FakeJobs {
 }
 
 impl Jobs for FakeJobs {
-    async fn scan(&self) -> Result<ScanSummary> {
+    async fn scan(&self, scope: ScanScope) -> Result<ScanSummary> {
         self.scans.fetch_add(1, Ordering::SeqCst);
+        self.scopes.lock().unwrap().push(scope);
         self.pass_gate().await;
         Ok(ScanSummary {
             findings: 3,
@@ -107,7 +109,7 @@ async fn start(state_dir: &Path, secret_env: &str, jobs: Arc<FakeJobs>) -> Runni
     let config = ServeConfig {
         secret_env: secret_env.to_string(),
         state_dir: state_dir.to_path_buf(),
-        schedule: None,
+        schedules: Vec::new(),
         deploys_from: None,
     };
     let task = tokio::spawn(serve(listener, config, jobs, async move {
@@ -741,11 +743,14 @@ async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
     let config = ServeConfig {
         secret_env: SECRET_ENV.to_string(),
         state_dir: dir.path().to_path_buf(),
-        schedule: None,
+        schedules: Vec::new(),
         deploys_from: None,
     };
     let service = Service::start(&config, jobs.clone()).unwrap();
-    let schedule = CronSchedule::parse("*/5 * * * *").unwrap();
+    let schedule = [ScanSchedule {
+        cron: CronSchedule::parse("*/5 * * * *").unwrap(),
+        scope: ScanScope::All,
+    }];
     let clock = FakeClock {
         now: Mutex::new(utc(2025, 3, 1, 12, 2, 10)),
         sleeps: Mutex::new(Vec::new()),
@@ -799,5 +804,107 @@ async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
         .expect("the scan finishes");
     assert_eq!(jobs.scans.load(Ordering::SeqCst), 2);
     assert_eq!(clock.now(), utc(2025, 3, 1, 12, 15, 0));
+    service.shutdown().await;
+}
+
+/// rebake.yaml's schedule scans every image; a policy's own schedule scans its image in between;
+/// when both fire in the same minute one scan covers all. A tick whose images a running scan
+/// covers is skipped; one that is not covered joins the queued scan.
+#[tokio::test]
+async fn policy_schedules_scan_their_image_between_full_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::gated());
+    let config = ServeConfig {
+        secret_env: SECRET_ENV.to_string(),
+        state_dir: dir.path().to_path_buf(),
+        schedules: Vec::new(),
+        deploys_from: None,
+    };
+    let service = Service::start(&config, jobs.clone()).unwrap();
+    let schedules = [
+        ScanSchedule {
+            cron: CronSchedule::parse("0 * * * *").unwrap(),
+            scope: ScanScope::All,
+        },
+        ScanSchedule {
+            cron: CronSchedule::parse("*/20 * * * *").unwrap(),
+            scope: ScanScope::images(["web"]),
+        },
+        ScanSchedule {
+            cron: CronSchedule::parse("*/30 * * * *").unwrap(),
+            scope: ScanScope::images(["db"]),
+        },
+        ScanSchedule {
+            cron: CronSchedule::parse("45 * * * *").unwrap(),
+            scope: ScanScope::images(["cache"]),
+        },
+    ];
+    let clock = FakeClock {
+        now: Mutex::new(utc(2025, 3, 1, 12, 2, 10)),
+        sleeps: Mutex::new(Vec::new()),
+    };
+    let scopes = || jobs.scopes.lock().unwrap().clone();
+    let wait_scans = |n: usize| {
+        let jobs = jobs.clone();
+        async move {
+            for _ in 0..200 {
+                if jobs.scans.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("scan {n} did not start");
+        }
+    };
+
+    // 12:20: only web's schedule fires; that scan runs (held by the gate).
+    assert_eq!(
+        run_scheduler_once(&service, &schedules, &clock).await,
+        Some(Enqueued::Queued)
+    );
+    assert_eq!(clock.now(), utc(2025, 3, 1, 12, 20, 0));
+    wait_scans(1).await;
+    assert_eq!(scopes(), [ScanScope::images(["web"])]);
+    // 12:30: db is not covered by the running web scan: queued.
+    assert_eq!(
+        run_scheduler_once(&service, &schedules, &clock).await,
+        Some(Enqueued::Queued)
+    );
+    // 12:40: web again, while its 12:20 scan still runs: skipped.
+    assert_eq!(
+        run_scheduler_once(&service, &schedules, &clock).await,
+        Some(Enqueued::AlreadyPending)
+    );
+    // 12:45: cache joins the queued db scan rather than queueing a third.
+    assert_eq!(
+        run_scheduler_once(&service, &schedules, &clock).await,
+        Some(Enqueued::AlreadyPending)
+    );
+    assert_eq!(clock.now(), utc(2025, 3, 1, 12, 45, 0));
+    jobs.release(1);
+    wait_scans(2).await;
+    assert_eq!(
+        scopes(),
+        [
+            ScanScope::images(["web"]),
+            ScanScope::images(["cache", "db"])
+        ]
+    );
+    jobs.release(1);
+    tokio::time::timeout(Duration::from_secs(10), service.wait_idle())
+        .await
+        .expect("the scans finish");
+    // 13:00: all three fire: one scan of every image.
+    jobs.release(1);
+    assert_eq!(
+        run_scheduler_once(&service, &schedules, &clock).await,
+        Some(Enqueued::Queued)
+    );
+    assert_eq!(clock.now(), utc(2025, 3, 1, 13, 0, 0));
+    tokio::time::timeout(Duration::from_secs(10), service.wait_idle())
+        .await
+        .expect("the scan finishes");
+    assert_eq!(scopes().last(), Some(&ScanScope::All));
+    assert_eq!(jobs.scans.load(Ordering::SeqCst), 3);
     service.shutdown().await;
 }
