@@ -196,6 +196,32 @@ fn headline_title(image: &str, h: &Headline) -> String {
 /// The longest title a group proposal gets (GitHub takes 256 characters).
 pub const MAX_GROUP_TITLE_CHARS: usize = 250;
 
+/// The longest pull request description rebake sends (GitHub takes 65,536 characters).
+pub const MAX_BODY_CHARS: usize = 60_000;
+
+/// `body` as the forge gets it: whole when it fits [`MAX_BODY_CHARS`], else cut at a line
+/// boundary with a note that the full text is the message of commit `head` (git has no limit).
+pub fn fit_body(body: &str, head: &str) -> String {
+    if body.chars().count() <= MAX_BODY_CHARS {
+        return body.to_string();
+    }
+    let note = format!(
+        "\n\n*… shortened to fit the forge's limit: the full description is the message of \
+         commit {head}.*\n"
+    );
+    let budget = MAX_BODY_CHARS - note.chars().count();
+    let (mut kept, mut count) = (String::new(), 0);
+    for line in body.split_inclusive('\n') {
+        count += line.chars().count();
+        if count > budget {
+            break;
+        }
+        kept.push_str(line);
+    }
+    kept.truncate(kept.trim_end().len());
+    kept + &note
+}
+
 /// `web images: security update — nginx (openssl 3.5.1-1 → 3.5.4-1, 2 CVEs), postgres (…)`:
 /// the most pressing kind of change among the members, then each member's headline (its kind
 /// too when it differs), as many as fit in [`MAX_GROUP_TITLE_CHARS`], the rest as `+N more`.
@@ -1017,7 +1043,7 @@ async fn propose_unit<F: Forge>(
     };
     let new = NewProposal {
         title: title.clone(),
-        body,
+        body: fit_body(&body, &head.to_string()),
         head_branch: branch.to_string(),
         base_branch: default_branch.to_string(),
         labels: review_union(&unit.members, |r| &r.labels),
@@ -1238,5 +1264,25 @@ mod tests {
             "{alone}"
         );
         assert!(!alone.contains("Already current"), "{alone}");
+    }
+
+    #[test]
+    fn a_body_too_long_for_the_forge_is_cut_at_a_line_with_a_note() {
+        let short = "| a | b |\n";
+        assert_eq!(fit_body(short, "abc"), short);
+        let line = "| libfoo | 1.0-1 → 1.0-2 | trixie-security | yes | libfoo1 libfoo-dev |\n";
+        let long = line.repeat(MAX_BODY_CHARS / line.chars().count() + 10);
+        let fitted = fit_body(&long, "0123abcd");
+        assert!(fitted.chars().count() <= MAX_BODY_CHARS);
+        assert!(
+            fitted.ends_with("message of commit 0123abcd.*\n"),
+            "{}",
+            &fitted[fitted.len() - 200..]
+        );
+        let kept = fitted.split("\n\n*…").next().unwrap();
+        assert!(
+            kept.lines().all(|l| l == line.trim_end()),
+            "cut inside a line"
+        );
     }
 }
