@@ -6,8 +6,8 @@ use crate::support::engine::runtime;
 use crate::support::fake_gitea::{FakeGitea, FakePr};
 use crate::support::fake_github::FakeGitHub;
 use crate::support::gitops::{
-    action, branch_head, git, gitops, pair_gitops, propose, shared_state, text, ticker_gitops,
-    GitOps, TICKER_TEMPLATE,
+    action, apply_by_hand, branch_head, git, gitops, pair_gitops, propose, shared_state, text,
+    ticker_gitops, GitOps, TICKER_TEMPLATE,
 };
 
 #[test]
@@ -82,16 +82,7 @@ fn plain_git_proposal_lifecycle() {
     );
 
     // Someone applies the same image to main by hand: the proposal is no longer needed.
-    git(&ops.clone, &["fetch", "-q", "origin"]);
-    git(
-        &ops.clone,
-        &["checkout", "-q", "origin/rebake/debian", "--", "images"],
-    );
-    git(
-        &ops.clone,
-        &["commit", "-q", "-m", "apply the rebuilt image by hand"],
-    );
-    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    apply_by_hand(&ops, "rebake/debian", "images");
     let third = propose(&ops, state, &[]);
     assert_eq!(action(&third, "debian"), "closed");
     assert_eq!(
@@ -343,16 +334,7 @@ fn gitea_proposal_lifecycle_end_to_end() {
 
     // 7. Someone applies the proposed image to main by hand: the PR is closed with a comment
     //    saying why, and its branch deleted.
-    git(&ops.clone, &["fetch", "-q", "origin"]);
-    git(
-        &ops.clone,
-        &["checkout", "-q", "origin/rebake/ticker", "--", "images"],
-    );
-    git(
-        &ops.clone,
-        &["commit", "-q", "-m", "apply the rebuilt image by hand"],
-    );
-    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    apply_by_hand(&ops, "rebake/ticker", "images");
     let closed = run();
     assert_eq!(action(&closed, "ticker"), "closed", "{}", text(&closed));
     let pr1 = fake.pr(pr.number);
@@ -498,19 +480,7 @@ fn plain_git_group_proposal_lifecycle() {
 
     // 4. Someone applies only ticker to main by hand: ticker is current and leaves the
     //    proposal, which is committed again with ticker2 alone, as the branch held it.
-    git(&ops.clone, &["fetch", "-q", "origin"]);
-    git(
-        &ops.clone,
-        &[
-            "checkout",
-            "-q",
-            &format!("origin/{BRANCH}"),
-            "--",
-            "images/ticker",
-        ],
-    );
-    git(&ops.clone, &["commit", "-q", "-m", "apply ticker by hand"]);
-    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    apply_by_hand(&ops, BRANCH, "images/ticker");
     let one_left = propose(&ops, state, &[]);
     assert_eq!(one_left.status.code(), Some(0), "{}", text(&one_left));
     assert_eq!(
@@ -549,22 +519,7 @@ fn plain_git_group_proposal_lifecycle() {
 
     // 5. Someone applies the rest to main by hand: the group proposal is closed, its branch
     //    deleted; then both images are current.
-    git(&ops.clone, &["fetch", "-q", "origin"]);
-    git(
-        &ops.clone,
-        &[
-            "checkout",
-            "-q",
-            &format!("origin/{BRANCH}"),
-            "--",
-            "images",
-        ],
-    );
-    git(
-        &ops.clone,
-        &["commit", "-q", "-m", "apply the rebuilt images by hand"],
-    );
-    git(&ops.clone, &["push", "-q", "origin", "main"]);
+    apply_by_hand(&ops, BRANCH, "images");
     let closed = propose(&ops, state, &[]);
     assert_eq!(action(&closed, "ticker"), "closed", "{}", text(&closed));
     assert_eq!(action(&closed, "ticker2"), "closed", "{}", text(&closed));

@@ -617,34 +617,37 @@ async fn gitea_merged_proposal_deploys_once_even_across_a_restart() {
     assert_eq!(jobs.deploys().len(), 1);
 }
 
-#[tokio::test]
-async fn gitea_merge_after_head_branch_deletion_uses_the_label() {
-    // FIELDS.txt: once the head branch is gone, head.ref is "refs/pull/N/head" and head.label
-    // still names the branch.
+/// A Gitea merge of pull request `number` with this head queues one deploy of `expected`.
+async fn gitea_merge_deploys(number: u64, head_ref: &str, head_label: &str, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let jobs = Arc::new(FakeJobs::default());
     let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
-    let body = gitea_merged(5, "refs/pull/5/head", "rebake/postgres", MERGE_SHA);
+    let body = gitea_merged(number, head_ref, head_label, MERGE_SHA);
     let (status, text) = server.gitea("pull_request", "gl-1", &body, SECRET).await;
     assert_eq!(status, 202, "{text}");
     wait_deploys(&jobs, 1).await;
     server.shutdown().await;
-    assert_eq!(jobs.deploys()[0].head_branch, "rebake/postgres");
+    assert_eq!(jobs.deploys().len(), 1);
+    assert_eq!(jobs.deploys()[0].head_branch, expected);
+}
+
+#[tokio::test]
+async fn gitea_merge_after_head_branch_deletion_uses_the_label() {
+    // FIELDS.txt: once the head branch is gone, head.ref is "refs/pull/N/head" and head.label
+    // still names the branch.
+    gitea_merge_deploys(5, "refs/pull/5/head", "rebake/postgres", "rebake/postgres").await;
 }
 
 #[tokio::test]
 async fn a_merged_group_proposal_queues_one_deploy() {
     // `rebake/group/<name>` (a review group's proposal) is a rebake branch like `rebake/<image>`.
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = Arc::new(FakeJobs::default());
-    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
-    let body = gitea_merged(6, "rebake/group/web", "rebake/group/web", MERGE_SHA);
-    let (status, text) = server.gitea("pull_request", "grp-1", &body, SECRET).await;
-    assert_eq!(status, 202, "{text}");
-    wait_deploys(&jobs, 1).await;
-    server.shutdown().await;
-    assert_eq!(jobs.deploys().len(), 1);
-    assert_eq!(jobs.deploys()[0].head_branch, "rebake/group/web");
+    gitea_merge_deploys(
+        6,
+        "rebake/group/web",
+        "rebake/group/web",
+        "rebake/group/web",
+    )
+    .await;
 }
 
 #[tokio::test]

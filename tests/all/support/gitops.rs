@@ -209,3 +209,22 @@ pub fn branch_head(bare: &Path, branch: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// A person applies `path` (like `images`) of the proposal `branch` to main by hand and pushes.
+pub fn apply_by_hand(ops: &GitOps, branch: &str, path: &str) {
+    git(&ops.clone, &["fetch", "-q", "origin"]);
+    git(
+        &ops.clone,
+        &["checkout", "-q", &format!("origin/{branch}"), "--", path],
+    );
+    git(
+        &ops.clone,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            &format!("apply {path} of {branch} by hand"),
+        ],
+    );
+    git(&ops.clone, &["push", "-q", "origin", "main"]);
+}
