@@ -739,8 +739,9 @@ fn next_run_follows_the_cron_expression() {
     assert_eq!(next_run(&never, utc(2025, 3, 1, 12, 0, 0)), None);
 }
 
-#[tokio::test]
-async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
+/// A service with a gated fake and no scheduler of its own (the tests step it), and a fake
+/// clock at 2025-03-01 12:02:10.
+fn scheduler_fixture() -> (tempfile::TempDir, Arc<FakeJobs>, Service, FakeClock) {
     let dir = tempfile::tempdir().unwrap();
     let jobs = Arc::new(FakeJobs::gated());
     let config = ServeConfig {
@@ -750,14 +751,20 @@ async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
         deploys_from: None,
     };
     let service = Service::start(&config, jobs.clone()).unwrap();
-    let schedule = [ScanSchedule {
-        cron: CronSchedule::parse("*/5 * * * *").unwrap(),
-        scope: ScanScope::All,
-    }];
     let clock = FakeClock {
         now: Mutex::new(utc(2025, 3, 1, 12, 2, 10)),
         sleeps: Mutex::new(Vec::new()),
     };
+    (dir, jobs, service, clock)
+}
+
+#[tokio::test]
+async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
+    let (_dir, jobs, service, clock) = scheduler_fixture();
+    let schedule = [ScanSchedule {
+        cron: CronSchedule::parse("*/5 * * * *").unwrap(),
+        scope: ScanScope::All,
+    }];
 
     // The tick waits until 12:05, then queues one scan.
     let step = run_scheduler_once(&service, &schedule, &clock).await;
@@ -815,15 +822,7 @@ async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
 /// covers is skipped; one that is not covered joins the queued scan.
 #[tokio::test]
 async fn policy_schedules_scan_their_image_between_full_scans() {
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = Arc::new(FakeJobs::gated());
-    let config = ServeConfig {
-        secret_env: SECRET_ENV.to_string(),
-        state_dir: dir.path().to_path_buf(),
-        schedules: Vec::new(),
-        deploys_from: None,
-    };
-    let service = Service::start(&config, jobs.clone()).unwrap();
+    let (_dir, jobs, service, clock) = scheduler_fixture();
     let schedules = [
         ScanSchedule {
             cron: CronSchedule::parse("0 * * * *").unwrap(),
@@ -842,10 +841,6 @@ async fn policy_schedules_scan_their_image_between_full_scans() {
             scope: ScanScope::images(["cache"]),
         },
     ];
-    let clock = FakeClock {
-        now: Mutex::new(utc(2025, 3, 1, 12, 2, 10)),
-        sleeps: Mutex::new(Vec::new()),
-    };
     let scopes = || jobs.scopes.lock().unwrap().clone();
     let wait_scans = |n: usize| {
         let jobs = jobs.clone();
