@@ -873,8 +873,17 @@ impl crate::server::Jobs for ServiceJobs {
                 );
             }
         }
+        // Policies may have changed on the default branch: their schedules with them.
+        let schedules = match scan_schedules_at_default_branch(&self.ctx).await {
+            Ok(schedules) => Some(schedules),
+            Err(e) => {
+                tracing::warn!("keeping the scan schedules: {e:#}");
+                None
+            }
+        };
         let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated);
         Ok(crate::server::ScanSummary {
+            schedules,
             findings: results
                 .iter()
                 .filter(|r| !matches!(r.action, Action::Current))
@@ -938,9 +947,31 @@ fn merged_selection(head_branch: &str) -> (Vec<String>, Option<String>) {
     }
 }
 
+/// [`scan_schedules`] as the policies on the GitOps repository's default branch say (the
+/// workspace as the last propose run fetched it).
+pub async fn scan_schedules_at_default_branch(
+    ctx: &Context,
+) -> Result<Vec<crate::server::ScanSchedule>> {
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    let c = connect_forge(ctx, &config, &state_dir).await?;
+    let scratch = tempfile::tempdir()?;
+    let to = scratch.path().to_path_buf();
+    crate::git::with_workspace(&c.remote_url, &c.workspace_dir, &c.auth, move |ws| {
+        let branch = ws.default_branch()?;
+        let head = ws
+            .remote_head(&branch)?
+            .ok_or_else(|| anyhow!("the remote has no branch {branch}"))?;
+        crate::propose::export_tree(ws.repo(), head, &to)
+    })
+    .await?;
+    scan_schedules(&config, scratch.path())
+}
+
 /// What the service scans when: rebake.yaml's `schedule.scan` every image, and each policy's
-/// own `schedule` its image (read from the repository's policies when the service starts).
-fn scan_schedules(config: &Config, repo: &Path) -> Result<Vec<crate::server::ScanSchedule>> {
+/// own `schedule` its image (at start from `repo`'s policies; after each scan from the default
+/// branch's).
+pub fn scan_schedules(config: &Config, repo: &Path) -> Result<Vec<crate::server::ScanSchedule>> {
     use crate::server::{ScanSchedule, ScanScope};
     let mut schedules = vec![ScanSchedule {
         cron: config.schedule.scan.clone(),

@@ -117,6 +117,9 @@ pub struct ScanSummary {
     pub builds: u64,
     /// Proposals opened or updated.
     pub proposals: u64,
+    /// The scan schedules as the scanned default branch now says (None: keep the current ones).
+    #[serde(skip)]
+    pub schedules: Option<Vec<ScanSchedule>>,
 }
 
 /// The work the service triggers. Implementations decide how a scan and a deploy are done.
@@ -522,6 +525,9 @@ pub struct Service {
 
 struct Inner {
     secret_env: String,
+    /// What the scheduler follows; a scan may bring new ones (policies changed on the default
+    /// branch).
+    schedules: watch::Sender<Vec<ScanSchedule>>,
     deploys_from: Option<DeploysFrom>,
     metrics: Metrics,
     deliveries: Mutex<Deliveries>,
@@ -557,6 +563,7 @@ impl Service {
         }
         let inner = Arc::new(Inner {
             secret_env: config.secret_env.clone(),
+            schedules: watch::channel(config.schedules.clone()).0,
             deploys_from: config.deploys_from.clone(),
             metrics: Metrics::new(),
             deliveries: Mutex::new(Deliveries {
@@ -662,6 +669,30 @@ impl Service {
     fn stop_signal(&self) -> watch::Receiver<bool> {
         self.inner.stop.subscribe()
     }
+
+    /// Replaces the scan schedules; the scheduler follows the new ones from its next step.
+    pub fn set_schedules(&self, schedules: Vec<ScanSchedule>) {
+        replace_schedules(&self.inner.schedules, schedules);
+    }
+
+    /// The scan schedules the scheduler follows now.
+    pub fn schedules(&self) -> Vec<ScanSchedule> {
+        self.inner.schedules.borrow().clone()
+    }
+}
+
+/// Sets `schedules` (and tells the scheduler) when they differ from the current ones.
+fn replace_schedules(sender: &watch::Sender<Vec<ScanSchedule>>, schedules: Vec<ScanSchedule>) {
+    sender.send_if_modified(|current| {
+        if *current == schedules {
+            return false;
+        }
+        for s in &schedules {
+            info!("scheduler: now scans {} at '{}' (UTC)", s.scope, s.cron);
+        }
+        *current = schedules;
+        true
+    });
 }
 
 async fn wait_for_zero(mut rx: watch::Receiver<usize>) {
@@ -703,6 +734,9 @@ async fn run_worker<J: Jobs>(
                 let metrics = &inner.metrics;
                 match flatten(result) {
                     Ok(summary) => {
+                        if let Some(schedules) = summary.schedules {
+                            replace_schedules(&inner.schedules, schedules);
+                        }
                         metrics.inc_scans();
                         metrics.add_findings(summary.findings);
                         metrics.add_builds(summary.builds);
@@ -1178,21 +1212,32 @@ pub async fn run_scheduler_once<C: Clock>(
     Some(service.enqueue_scan(scope))
 }
 
-/// Runs [`run_scheduler_once`] until the service shuts down.
-pub async fn run_scheduler<C: Clock>(service: Service, schedules: Vec<ScanSchedule>, clock: C) {
+/// Runs [`run_scheduler_once`] on the service's current schedules until the service shuts
+/// down; when the schedules change, the wait is recomputed.
+pub async fn run_scheduler<C: Clock>(service: Service, clock: C) {
     let stop = stopped(service.stop_signal());
     let mut stop = std::pin::pin!(stop);
-    for s in &schedules {
+    let mut changes = service.inner.schedules.subscribe();
+    for s in service.schedules() {
         info!("scheduler: scans {} at '{}' (UTC)", s.scope, s.cron);
     }
     loop {
+        let schedules = changes.borrow_and_update().clone();
         tokio::select! {
             biased;
             _ = &mut stop => break,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
             step = run_scheduler_once(&service, &schedules, &clock) => {
                 if step.is_none() {
-                    warn!("scheduler: no schedule ever fires: no scheduled scans");
-                    break;
+                    warn!("scheduler: no schedule ever fires: waiting for new schedules");
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        changed = changes.changed() => if changed.is_err() { break },
+                    }
                 }
             }
         }
@@ -1211,13 +1256,8 @@ pub async fn serve<J: Jobs>(
     if let Ok(addr) = listener.local_addr() {
         info!("listening on http://{addr}");
     }
-    let scheduler = (!config.schedules.is_empty()).then(|| {
-        tokio::spawn(run_scheduler(
-            service.clone(),
-            config.schedules.clone(),
-            SystemClock,
-        ))
-    });
+    let scheduler = (!config.schedules.is_empty())
+        .then(|| tokio::spawn(run_scheduler(service.clone(), SystemClock)));
     let served = axum::serve(listener, service.router())
         .with_graceful_shutdown(shutdown)
         .await

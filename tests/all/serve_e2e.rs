@@ -343,3 +343,65 @@ fn merged_group_proposal_deploys_every_image_of_the_group() {
     assert!(status.success(), "serve exited {status}:\n{}", serve.log());
     fake.assert_no_violations();
 }
+
+/// The service's schedules come from the policies on the default branch of the remote — a
+/// policy changed through a merged pull request reschedules its image — not from whatever the
+/// local checkout holds.
+#[test]
+fn scan_schedules_follow_the_default_branch() {
+    use rebake::server::{ScanSchedule, ScanScope};
+    let ops = crate::support::gitops::ticker_gitops("rebake-e2e-schedules-unused");
+    let state = ops.dir.path().join("state");
+    let ctx = rebake::app::Context {
+        repo: ops.clone.clone(),
+        config: None,
+        state_dir: Some(state),
+    };
+    let schedules = |ctx| runtime().block_on(rebake::app::scan_schedules_at_default_branch(ctx));
+    let default_scan = rebake::config::CronSchedule::parse("7 * * * *").unwrap();
+    assert_eq!(
+        schedules(&ctx).unwrap(),
+        [ScanSchedule {
+            cron: default_scan.clone(),
+            scope: ScanScope::All
+        }]
+    );
+
+    // A merged change gives ticker its own schedule; an uncommitted local edit does not count.
+    let policy = ops.clone.join("policies/ticker.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, format!("{text}schedule: \"*/15 * * * *\"\n")).unwrap();
+    crate::support::gitops::git(&ops.clone, &["commit", "-q", "-am", "ticker: scan often"]);
+    crate::support::gitops::git(&ops.clone, &["push", "-q", "origin", "main"]);
+    std::fs::write(&policy, format!("{text}schedule: \"0 0 * * *\"\n")).unwrap();
+    // The workspace is fetched by each propose run; here by hand.
+    let config = rebake::config::Config::default();
+    let c = runtime()
+        .block_on(rebake::app::connect_forge(
+            &ctx,
+            &config,
+            &ctx.state_dir.clone().unwrap(),
+        ))
+        .unwrap();
+    runtime()
+        .block_on(rebake::git::with_workspace(
+            &c.remote_url,
+            &c.workspace_dir,
+            &c.auth,
+            |ws| ws.fetch(),
+        ))
+        .unwrap();
+    assert_eq!(
+        schedules(&ctx).unwrap(),
+        [
+            ScanSchedule {
+                cron: default_scan,
+                scope: ScanScope::All
+            },
+            ScanSchedule {
+                cron: rebake::config::CronSchedule::parse("*/15 * * * *").unwrap(),
+                scope: ScanScope::images(["ticker"]),
+            }
+        ]
+    );
+}

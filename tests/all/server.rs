@@ -33,6 +33,8 @@ fn set_secret() {
 struct FakeJobs {
     scans: AtomicUsize,
     scopes: Mutex<Vec<ScanScope>>,
+    /// Schedules the next scan reports (as if the policies changed on the default branch).
+    brings_schedules: Mutex<Option<Vec<ScanSchedule>>>,
     deploys: Mutex<Vec<MergedProposal>>,
     /// When set, every job waits for a permit before finishing.
     gate: Option<Semaphore>,
@@ -67,6 +69,7 @@ impl Jobs for FakeJobs {
             findings: 3,
             builds: 2,
             proposals: 1,
+            schedules: self.brings_schedules.lock().unwrap().take(),
         })
     }
 
@@ -904,5 +907,47 @@ async fn policy_schedules_scan_their_image_between_full_scans() {
         .expect("the scan finishes");
     assert_eq!(scopes().last(), Some(&ScanScope::All));
     assert_eq!(jobs.scans.load(Ordering::SeqCst), 3);
+    service.shutdown().await;
+}
+
+/// A scan that finds other schedules on the default branch (a policy gained or changed its
+/// `schedule`) moves the scheduler to them; one that reports none keeps them.
+#[tokio::test]
+async fn a_scan_brings_the_default_branchs_schedules() {
+    let (_dir, jobs, service, clock) = scheduler_fixture();
+    let hourly = ScanSchedule {
+        cron: CronSchedule::parse("0 * * * *").unwrap(),
+        scope: ScanScope::All,
+    };
+    service.set_schedules(vec![hourly.clone()]);
+    let web = ScanSchedule {
+        cron: CronSchedule::parse("*/10 * * * *").unwrap(),
+        scope: ScanScope::images(["web"]),
+    };
+    *jobs.brings_schedules.lock().unwrap() = Some(vec![hourly.clone(), web.clone()]);
+    jobs.release(2);
+    assert_eq!(
+        run_scheduler_once(&service, &service.schedules(), &clock).await,
+        Some(Enqueued::Queued)
+    );
+    assert_eq!(clock.now(), utc(2025, 3, 1, 13, 0, 0));
+    tokio::time::timeout(Duration::from_secs(10), service.wait_idle())
+        .await
+        .expect("the scan finishes");
+    assert_eq!(service.schedules(), [hourly.clone(), web]);
+    // The next step follows web's schedule: 13:10.
+    assert_eq!(
+        run_scheduler_once(&service, &service.schedules(), &clock).await,
+        Some(Enqueued::Queued)
+    );
+    assert_eq!(clock.now(), utc(2025, 3, 1, 13, 10, 0));
+    tokio::time::timeout(Duration::from_secs(10), service.wait_idle())
+        .await
+        .expect("the scan finishes");
+    assert_eq!(
+        service.schedules().len(),
+        2,
+        "a scan reporting none keeps them"
+    );
     service.shutdown().await;
 }
