@@ -405,3 +405,39 @@ fn scan_schedules_follow_the_default_branch() {
         ]
     );
 }
+
+/// The service's scheduled scan, as the scheduler runs it: a propose run of every image (here
+/// the ticker image is built and proposed on plain git), then the merged-proposal fallback
+/// deploy, and the schedules as the default branch says.
+#[test]
+fn a_scheduled_scan_proposes_and_reports_the_schedules() {
+    use rebake::server::{Jobs, ScanScope};
+    let (state, _guard) = shared_state();
+    let ops = ticker_gitops("rebake-e2e-scheduled-scan-unused");
+    let jobs = rebake::app::ServiceJobs {
+        ctx: rebake::app::Context {
+            repo: ops.clone.clone(),
+            config: None,
+            state_dir: Some(state.to_path_buf()),
+        },
+    };
+    let summary = runtime()
+        .block_on(jobs.scan(ScanScope::All))
+        .expect("the scan succeeds");
+    assert_eq!(summary.proposals, 1, "{summary:?}");
+    assert!(
+        crate::support::gitops::branch_head(&ops.bare, "rebake/ticker").is_some(),
+        "proposed on rebake/ticker"
+    );
+    let schedules = summary
+        .schedules
+        .expect("schedules from the default branch");
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(schedules[0].scope, ScanScope::All);
+
+    // Scanned again: nothing new to propose.
+    let again = runtime()
+        .block_on(jobs.scan(ScanScope::images(["ticker"])))
+        .unwrap();
+    assert_eq!(again.proposals, 0, "{again:?}");
+}
