@@ -2,15 +2,14 @@
 //! `rebake/<image>` whose head commit message is its title and body; "merged" means the default
 //! branch contains that commit. Humans (merging, pushing, deleting) use the `git` CLI.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use rebake::forge::plain::PlainGit;
 use rebake::forge::{Forge, ForgeError, NewProposal, ProposalState, StatusState};
 use rebake::git::{Auth, PushOutcome, Workspace};
 use tempfile::TempDir;
 
-use crate::support::require_tool;
+use crate::support::gitops::git;
 
 const BRANCH: &str = "rebake/nginx";
 const TITLE: &str = "nginx: security update (openssl 3.5.1-1 → 3.5.4-1, 2 CVEs)";
@@ -18,38 +17,6 @@ const BODY: &str =
     "## Updates\n\n| package | old | new | suite | security |\n|---|---|---|---|---|\n\
                     | openssl | 3.5.1-1 | 3.5.4-1 | trixie-security | yes |\n\n\
                     # Reproduce\n\n    rebake build nginx\n";
-
-/// Runs `git` with a fixed identity and no user/system config; panics with its stderr on failure.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let git = require_tool("git", "git");
-    let out = Command::new(git)
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=Human",
-            "-c",
-            "user.email=human@example.org",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "protocol.file.allow=always",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A bare origin (default branch `main`, one commit), rebake's workspace cloned from it, a
 /// state directory, and a human's clone.

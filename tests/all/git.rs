@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,39 +13,8 @@ use git2::Oid;
 use rebake::git::{redact_url, Auth, Identity, PushOutcome, Workspace};
 use tempfile::TempDir;
 
+use crate::support::gitops::git;
 use crate::support::require_tool;
-
-/// Runs `git` with a fixed identity and no user/system config; panics with its stderr on failure.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let git = require_tool("git", "git");
-    let out = Command::new(git)
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=Human",
-            "-c",
-            "user.email=human@example.org",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "protocol.file.allow=always",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn oid(hex: &str) -> Oid {
     Oid::from_str(hex).unwrap_or_else(|e| panic!("{hex:?} is not an oid: {e}"))

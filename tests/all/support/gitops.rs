@@ -18,22 +18,33 @@ pub fn shared_state() -> (&'static Path, std::sync::MutexGuard<'static, ()>) {
     )
 }
 
-/// Runs the git CLI in `dir` as a human would (used to set up and to merge), panicking with
-/// git's message on failure.
+/// Runs the git CLI in `dir` as a human would (to set up, merge, inspect): a fixed identity,
+/// no user or system config; panics with git's message on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=Human",
+            "-c",
+            "user.email=human@example.invalid",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
         .args(args)
-        .env("GIT_AUTHOR_NAME", "Human")
-        .env("GIT_AUTHOR_EMAIL", "human@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Human")
-        .env("GIT_COMMITTER_EMAIL", "human@example.invalid")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .expect("git CLI (apt-get install git) is used to set up these tests");
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "git {args:?} in {} failed: {}",
+        dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
