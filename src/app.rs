@@ -633,21 +633,29 @@ pub async fn propose_async(
     let config = ctx.load_config()?;
     let entries = load_sources(req.sources.as_deref(), &config)?;
     let state_dir = ctx.state_dir(&config);
-    let Connection {
-        remote_url,
-        auth,
-        workspace_dir,
-        forge,
-    } = connect_forge(ctx, &config, &state_dir).await?;
-    let tracker = tracker_from(&config, None, &[]).await?;
+    let c = connect_forge(ctx, &config, &state_dir).await?;
+    propose_on(ctx, &c, &config, &state_dir, &entries, req).await
+}
+
+/// The propose run through an open forge connection (the service reuses it to deploy and to
+/// read the schedules).
+async fn propose_on(
+    ctx: &Context,
+    c: &Connection,
+    config: &Config,
+    state_dir: &Path,
+    entries: &[crate::debian::sources::SourceEntry],
+    req: &ProposeRequest,
+) -> Result<Vec<crate::propose::ProposeResult>> {
+    let tracker = tracker_from(config, None, &[]).await?;
     let run = crate::propose::ProposeRun {
-        remote_url,
-        auth,
+        remote_url: c.remote_url.clone(),
+        auth: c.auth.clone(),
         identity: crate::git::Identity::new(&config.git.author_name, &config.git.author_email),
-        workspace_dir,
+        workspace_dir: c.workspace_dir.clone(),
         plan: crate::pipeline::BuildPlan {
             repo: ctx.repo.clone(),
-            state_dir: state_dir.clone(),
+            state_dir: state_dir.to_path_buf(),
             engine_host: config.engine.host.clone(),
             registry: if req.no_push {
                 None
@@ -660,7 +668,7 @@ pub async fn propose_async(
         },
         tracker,
     };
-    crate::propose::propose_all(&run, &forge, &entries, &req.images, Progress::auto(false)).await
+    crate::propose::propose_all(&run, &c.forge, entries, &req.images, Progress::auto(false)).await
 }
 
 /// `rebake propose`: scan → build → one proposal per image with updates.
@@ -856,7 +864,12 @@ impl crate::server::Jobs for ServiceJobs {
             no_push: false,
             format: OutputFormat::Human,
         };
-        let results = propose_async(&self.ctx, &req).await?;
+        // One forge connection for the whole job (a GitHub App mints one token).
+        let config = self.ctx.load_config()?;
+        let entries = load_sources(None, &config)?;
+        let state_dir = self.ctx.state_dir(&config);
+        let c = connect_forge(&self.ctx, &config, &state_dir).await?;
+        let results = propose_on(&self.ctx, &c, &config, &state_dir, &entries, &req).await?;
         // Polling fallback for a missed merge webhook: deploy what the default branch's locks
         // record now (targets already running it are left alone).
         let deploy = DeployRequest {
@@ -864,7 +877,7 @@ impl crate::server::Jobs for ServiceJobs {
             commit: None,
             format: OutputFormat::Human,
         };
-        for r in deploy_async(&self.ctx, &deploy).await? {
+        for r in deploy_on(&c, &config, &state_dir, &deploy, None).await? {
             if !r.ok() {
                 tracing::warn!(
                     "scheduled deploy of {} did not succeed: {:?}",
@@ -874,7 +887,7 @@ impl crate::server::Jobs for ServiceJobs {
             }
         }
         // Policies may have changed on the default branch: their schedules with them.
-        let schedules = match scan_schedules_at_default_branch(&self.ctx).await {
+        let schedules = match scan_schedules_on(&c, &config).await {
             Ok(schedules) => Some(schedules),
             Err(e) => {
                 tracing::warn!("keeping the scan schedules: {e:#}");
@@ -955,6 +968,14 @@ pub async fn scan_schedules_at_default_branch(
     let config = ctx.load_config()?;
     let state_dir = ctx.state_dir(&config);
     let c = connect_forge(ctx, &config, &state_dir).await?;
+    scan_schedules_on(&c, &config).await
+}
+
+/// [`scan_schedules_at_default_branch`] through an open forge connection.
+async fn scan_schedules_on(
+    c: &Connection,
+    config: &Config,
+) -> Result<Vec<crate::server::ScanSchedule>> {
     let scratch = tempfile::tempdir()?;
     let to = scratch.path().to_path_buf();
     crate::git::with_workspace(&c.remote_url, &c.workspace_dir, &c.auth, move |ws| {
@@ -965,7 +986,7 @@ pub async fn scan_schedules_at_default_branch(
         crate::propose::export_tree(ws.repo(), head, &to)
     })
     .await?;
-    scan_schedules(&config, scratch.path())
+    scan_schedules(config, scratch.path())
 }
 
 /// What the service scans when: rebake.yaml's `schedule.scan` every image, and each policy's
