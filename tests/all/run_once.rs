@@ -84,26 +84,30 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     assert!(record.contains("\"deployed\""), "{record}");
 
     // Again: the same digest already runs.
-    let third = rebake(
-        dir.path(),
-        &state,
-        &["deploy", "--repo", work.to_str().unwrap()],
-    );
-    let out = text(&third);
+    let deploy = || {
+        rebake(
+            dir.path(),
+            &state,
+            &["deploy", "--repo", work.to_str().unwrap()],
+        )
+    };
+    let out = text(&deploy());
     assert!(out.contains("unchanged"), "{out}");
 
-    // A lock that does not record passing tests is refused, and nothing is touched.
+    // Someone edits nginx's lock on main by hand; then `rebake deploy`.
     let lock_path = work.join("images/nginx/rebake.lock");
-    let untested = std::fs::read_to_string(&lock_path)
-        .unwrap()
-        .replace("passed: true", "passed: false");
-    std::fs::write(&lock_path, untested).unwrap();
-    git(&work, &["commit", "-q", "-am", "tamper: untested"]);
-    git(&work, &["push", "-q", "origin", "main"]);
-    let refused = rebake(
-        dir.path(),
-        &state,
-        &["deploy", "--repo", work.to_str().unwrap()],
+    let tamper_and_deploy = |edit: &dyn Fn(String) -> String, message: &str| {
+        let lock = std::fs::read_to_string(&lock_path).unwrap();
+        std::fs::write(&lock_path, edit(lock)).unwrap();
+        git(&work, &["commit", "-q", "-am", message]);
+        git(&work, &["push", "-q", "origin", "main"]);
+        deploy()
+    };
+
+    // A lock that does not record passing tests is refused, and nothing is touched.
+    let refused = tamper_and_deploy(
+        &|lock| lock.replace("passed: true", "passed: false"),
+        "tamper: untested",
     );
     let out = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{out}");
@@ -118,17 +122,12 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), tested);
 
     // So is an image the engine (and no registry) has.
-    let unknown = std::fs::read_to_string(&lock_path)
-        .unwrap()
-        .replace("passed: false", "passed: true")
-        .replace(&tested, &format!("sha256:{}", "0".repeat(64)));
-    std::fs::write(&lock_path, unknown).unwrap();
-    git(&work, &["commit", "-q", "-am", "tamper: unknown image"]);
-    git(&work, &["push", "-q", "origin", "main"]);
-    let refused = rebake(
-        dir.path(),
-        &state,
-        &["deploy", "--repo", work.to_str().unwrap()],
+    let refused = tamper_and_deploy(
+        &|lock| {
+            lock.replace("passed: false", "passed: true")
+                .replace(&tested, &format!("sha256:{}", "0".repeat(64)))
+        },
+        "tamper: unknown image",
     );
     let out = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{out}");
