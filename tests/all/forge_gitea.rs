@@ -1,6 +1,7 @@
 //! The Gitea forge client against the stateful fake Gitea (real bare git repository, every
 //! request and answer checked against Gitea's swagger): the same scenarios as for GitHub.
 
+use crate::support::fake_forge::FakeForge;
 use crate::support::fake_gitea::{init_bare_repo, FakeGitea};
 use rebake::forge::gitea::Gitea;
 use rebake::forge::http::RetryPolicy;

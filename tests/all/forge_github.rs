@@ -2,6 +2,7 @@
 //! repository for branches, every request body and every answer checked against GitHub's
 //! official OpenAPI description.
 
+use crate::support::fake_forge::FakeForge;
 use crate::support::fake_github::{init_bare_repo, FakeGitHub};
 use crate::support::openapi::OpenApi;
 use rebake::forge::github::{GitHub, GitHubAuth};

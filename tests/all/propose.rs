@@ -3,6 +3,7 @@
 //! stateful fakes of GitHub and Gitea (every request checked against the forge's schema).
 
 use crate::support::engine::runtime;
+use crate::support::fake_forge::FakeForge;
 use crate::support::fake_gitea::{FakeGitea, FakePr};
 use crate::support::fake_github::FakeGitHub;
 use crate::support::gitops::{

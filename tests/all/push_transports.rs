@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::support::engine::runtime;
+use crate::support::fake_forge::FakeForge;
 use crate::support::fake_github::FakeGitHub;
 use crate::support::git_https::{Credentials, GitHttpsServer};
 use crate::support::gitops::{

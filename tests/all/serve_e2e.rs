@@ -5,6 +5,7 @@
 
 use crate::server::github_fixture;
 use crate::support::engine::{docker, runtime};
+use crate::support::fake_forge::FakeForge;
 use crate::support::fake_github::FakeGitHub;
 use crate::support::gitops::{
     action, git, pair_gitops, propose, shared_state, text, ticker_gitops, ticker_policy, GitOps,

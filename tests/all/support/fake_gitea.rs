@@ -27,16 +27,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// One request the fake received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedRequest {
-    pub method: String,
-    /// Path without the query and without the `/api/v1` prefix.
-    pub path: String,
-    pub query: String,
-    /// The JSON body, if there was one.
-    pub body: Option<Value>,
-}
+pub use super::fake_forge::LoggedRequest;
+use super::fake_forge::{check_on_drop, FakeForge, Log};
 
 /// A pull request as the fake holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,17 +83,6 @@ pub struct FakeStatus {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone)]
-struct Failure {
-    method: String,
-    prefix: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    remaining: usize,
-    /// Do the work, then answer the failure (a proxy timing out after the server acted).
-    after: bool,
-}
-
 struct State {
     next_id: i64,
     next_number: u64,
@@ -109,9 +90,7 @@ struct State {
     labels: Vec<FakeLabel>,
     comments: Vec<FakeComment>,
     statuses: Vec<FakeStatus>,
-    failures: Vec<Failure>,
-    requests: Vec<LoggedRequest>,
-    violations: Vec<String>,
+    log: Log,
     /// Gitea's `MAX_RESPONSE_ITEMS` (default 50).
     max_page: usize,
     /// Behave like Gitea < 1.23 / Forgejo: ignore `reviewers` in CreatePullRequestOption.
@@ -199,9 +178,7 @@ impl FakeGitea {
                 labels: Vec::new(),
                 comments: Vec::new(),
                 statuses: Vec::new(),
-                failures: Vec::new(),
-                requests: Vec::new(),
-                violations: Vec::new(),
+                log: Log::default(),
                 max_page: 50,
                 ignore_create_reviewers: false,
             }),
@@ -229,53 +206,6 @@ impl FakeGitea {
         self.inner.state.lock().unwrap()
     }
 
-    /// The next request `method` (or "*") whose path (without `/api/v1`) starts with
-    /// `path_prefix` gets `status` with `headers` instead of its answer.
-    pub fn fail_next(
-        &self,
-        method: &str,
-        path_prefix: &str,
-        status: u16,
-        headers: &[(&str, &str)],
-    ) {
-        self.fail_times(method, path_prefix, status, headers, 1);
-    }
-
-    /// Like [`fail_next`](Self::fail_next), `times` times (`usize::MAX`: always).
-    pub fn fail_times(
-        &self,
-        method: &str,
-        path_prefix: &str,
-        status: u16,
-        headers: &[(&str, &str)],
-        times: usize,
-    ) {
-        self.state().failures.push(Failure {
-            method: method.to_ascii_uppercase(),
-            prefix: path_prefix.to_string(),
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            remaining: times,
-            after: false,
-        });
-    }
-
-    /// The next request `method` whose path starts with `path_prefix` is carried out, but its
-    /// answer is replaced by `status` (the server acted; the client thinks it failed).
-    pub fn fail_next_after_processing(&self, method: &str, path_prefix: &str, status: u16) {
-        self.state().failures.push(Failure {
-            method: method.to_ascii_uppercase(),
-            prefix: path_prefix.to_string(),
-            status,
-            headers: Vec::new(),
-            remaining: 1,
-            after: true,
-        });
-    }
-
     /// Caps list pages like Gitea's `MAX_RESPONSE_ITEMS`.
     pub fn set_max_page_size(&self, n: usize) {
         self.state().max_page = n.max(1);
@@ -286,34 +216,14 @@ impl FakeGitea {
         self.state().ignore_create_reviewers = yes;
     }
 
-    /// Every request received, in order.
-    pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.state().requests.clone()
-    }
-
     /// How many requests were writes (anything but GET).
     pub fn writes(&self) -> usize {
         self.state()
+            .log
             .requests
             .iter()
             .filter(|r| r.method != "GET")
             .count()
-    }
-
-    /// Contract violations (requests and the fake's own answers).
-    pub fn violations(&self) -> Vec<String> {
-        self.state().violations.clone()
-    }
-
-    /// Returns the violations recorded so far and forgets them (for tests of the fake itself).
-    pub fn take_violations(&self) -> Vec<String> {
-        std::mem::take(&mut self.state().violations)
-    }
-
-    /// Panics with every violation, if any (drop does the same).
-    pub fn assert_no_violations(&self) {
-        let v = self.violations();
-        assert!(v.is_empty(), "Gitea contract violations:\n{}", v.join("\n"));
     }
 
     pub fn prs(&self) -> Vec<FakePr> {
@@ -399,15 +309,18 @@ impl FakeGitea {
 impl Drop for FakeGitea {
     fn drop(&mut self) {
         self.server.abort();
-        if !std::thread::panicking() {
-            if let Ok(v) = self.inner.state.lock().map(|s| s.violations.clone()) {
-                assert!(
-                    v.is_empty(),
-                    "fake Gitea: contract violations:\n{}",
-                    v.join("\n")
-                );
-            }
-        }
+        check_on_drop(
+            "Gitea",
+            self.inner.state.lock().ok().as_deref().map(|s| &s.log),
+        );
+    }
+}
+
+impl FakeForge for FakeGitea {
+    const NAME: &'static str = "Gitea";
+
+    fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> T {
+        f(&mut self.state().log)
     }
 }
 
@@ -496,65 +409,42 @@ impl Inner {
         let path = match full_path.strip_prefix("/api/v1") {
             Some(p) => p.to_string(),
             None => {
-                st.violations.push(format!(
+                st.log.violations.push(format!(
                     "{method} {full_path}: Gitea's API is under /api/v1"
                 ));
                 return answer(404, self.error("Not Found"));
             }
         };
-        let body: Option<Value> = if raw.is_empty() {
-            None
-        } else {
-            match serde_json::from_slice(raw) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    st.violations
-                        .push(format!("{method} {path}: request body is not JSON: {e}"));
-                    None
-                }
-            }
-        };
+        let body = st.log.record(method, &path, &query, raw);
         if body.is_some()
             && headers
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .is_none_or(|c| !c.starts_with("application/json"))
         {
-            st.violations.push(format!(
+            st.log.violations.push(format!(
                 "{method} {path}: a JSON body without Content-Type: application/json"
             ));
         }
-        st.requests.push(LoggedRequest {
-            method: method.to_string(),
-            path: path.clone(),
-            query: query.clone(),
-            body: body.clone(),
-        });
         let query_pairs = parse_query(&query);
         if query_pairs
             .iter()
             .any(|(k, _)| k == "token" || k == "access_token")
         {
-            st.violations.push(format!(
+            st.log.violations.push(format!(
                 "{method} {path}: token in the query string (deprecated by Gitea, and it leaks into logs)"
             ));
         }
 
         // Injected failures come first, as a proxy or an overloaded server would answer.
         let mut after_failure = None;
-        if let Some(f) = st.failures.iter_mut().find(|f| {
-            (f.method == "*" || f.method == method)
-                && path.starts_with(&f.prefix)
-                && f.remaining > 0
-        }) {
-            f.remaining -= 1;
-            let (status, headers) = (f.status, f.headers.clone());
-            let message = match status {
+        if let Some(f) = st.log.injected(method, &path) {
+            let message = match f.status {
                 429 => "rate limit exceeded",
                 500..=599 => "internal server error",
                 _ => "injected failure",
             };
-            let a = (status, headers, self.error(message));
+            let a = (f.status, f.headers, self.error(message));
             if !f.after {
                 return a;
             }
@@ -574,7 +464,7 @@ impl Inner {
         }
 
         let Some(op) = self.api.find_operation(method, &path) else {
-            st.violations.push(format!(
+            st.log.violations.push(format!(
                 "{method} {path}: no such operation in Gitea's API description"
             ));
             return answer(404, self.error("Not Found"));
@@ -591,7 +481,7 @@ impl Inner {
             self.api
                 .validate_request(method, &template, body.as_ref().unwrap_or(&Value::Null))
         {
-            st.violations.push(format!("{method} {path}: {e}"));
+            st.log.violations.push(format!("{method} {path}: {e}"));
         }
         self.check_query(&mut st, method, &template, &query_pairs);
 
@@ -608,7 +498,7 @@ impl Inner {
 
         if a.0 < 400 {
             if let Err(e) = self.api.validate_response(method, &template, a.0, &a.2) {
-                st.violations.push(format!("fake answer: {e}"));
+                st.log.violations.push(format!("fake answer: {e}"));
             }
         } else {
             self.check_error_answer(&mut st, &a);
@@ -630,7 +520,7 @@ impl Inner {
                     && p.get("name").and_then(Value::as_str) == Some(k.as_str())
             });
             let Some(doc) = doc else {
-                st.violations.push(format!(
+                st.log.violations.push(format!(
                     "{method} {template}: query parameter {k:?} is not documented"
                 ));
                 continue;
@@ -641,14 +531,14 @@ impl Inner {
                     .and_then(Value::as_i64)
                     .unwrap_or(i64::MIN);
                 if !v.parse::<i64>().is_ok_and(|n| n >= min) {
-                    st.violations.push(format!(
+                    st.log.violations.push(format!(
                         "{method} {template}: query parameter {k}={v:?} is not an integer >= {min}"
                     ));
                 }
             }
             if let Some(allowed) = doc.get("enum").and_then(Value::as_array) {
                 if !allowed.iter().any(|a| a.as_str() == Some(v.as_str())) {
-                    st.violations.push(format!(
+                    st.log.violations.push(format!(
                         "{method} {template}: query parameter {k}={v:?} is not one of {allowed:?}"
                     ));
                 }
@@ -658,7 +548,8 @@ impl Inner {
 
     fn check_error_answer(&self, st: &mut State, a: &Answer) {
         if let Err(e) = self.api.validate_schema(&api_error_schema(), &a.2) {
-            st.violations
+            st.log
+                .violations
                 .push(format!("fake error answer {}: {e}", a.0));
         }
     }
@@ -1023,7 +914,7 @@ impl Inner {
             .api
             .validate_schema(&pull_review_request_options(), &body)
         {
-            st.violations.push(format!("POST {path}: {e}"));
+            st.log.violations.push(format!("POST {path}: {e}"));
         }
         let index: Option<u64> = path
             .strip_prefix(prefix)

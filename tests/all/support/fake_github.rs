@@ -26,16 +26,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// One request the fake received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedRequest {
-    pub method: String,
-    /// Path without the query (and without an `/api/v3` prefix).
-    pub path: String,
-    pub query: String,
-    /// The JSON body, if there was one.
-    pub body: Option<Value>,
-}
+pub use super::fake_forge::LoggedRequest;
+use super::fake_forge::{check_on_drop, FakeForge, Log};
 
 /// A pull request as the fake holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,15 +73,6 @@ pub struct FakeStatus {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone)]
-struct Failure {
-    method: String,
-    prefix: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    remaining: usize,
-}
-
 #[derive(Default)]
 struct State {
     next_id: u64,
@@ -99,9 +82,7 @@ struct State {
     statuses: Vec<FakeStatus>,
     /// Repository labels (GitHub creates one the first time an issue gets it).
     labels: std::collections::BTreeSet<String>,
-    failures: Vec<Failure>,
-    requests: Vec<LoggedRequest>,
-    violations: Vec<String>,
+    log: Log,
     app: Option<(u64, u64)>,
 }
 
@@ -195,61 +176,14 @@ impl FakeGitHub {
         self.inner.state.lock().unwrap()
     }
 
-    /// The next request `method` (or "*") whose path starts with `path_prefix` gets `status`
-    /// with `headers` instead of its answer.
-    pub fn fail_next(
-        &self,
-        method: &str,
-        path_prefix: &str,
-        status: u16,
-        headers: &[(&str, &str)],
-    ) {
-        self.fail_times(method, path_prefix, status, headers, 1);
-    }
-
-    /// Like [`fail_next`](Self::fail_next), `times` times (`usize::MAX`: always).
-    pub fn fail_times(
-        &self,
-        method: &str,
-        path_prefix: &str,
-        status: u16,
-        headers: &[(&str, &str)],
-        times: usize,
-    ) {
-        self.state().failures.push(Failure {
-            method: method.to_ascii_uppercase(),
-            prefix: path_prefix.to_string(),
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            remaining: times,
-        });
-    }
-
-    /// Every request received, in order.
-    pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.state().requests.clone()
-    }
-
     /// How many requests were writes (anything but GET; App token minting excluded).
     pub fn writes(&self) -> usize {
         self.state()
+            .log
             .requests
             .iter()
             .filter(|r| r.method != "GET" && !r.path.starts_with("/app/"))
             .count()
-    }
-
-    /// Schema violations (requests and the fake's own answers).
-    pub fn violations(&self) -> Vec<String> {
-        self.state().violations.clone()
-    }
-
-    /// Returns and forgets the violations (for tests that provoke them on purpose).
-    pub fn take_violations(&self) -> Vec<String> {
-        std::mem::take(&mut self.state().violations)
     }
 
     pub fn prs(&self) -> Vec<FakePr> {
@@ -299,27 +233,23 @@ impl FakeGitHub {
             .merge_locked(&mut st, number)
             .unwrap_or_else(|e| panic!("fake GitHub: merging #{number}: {e}"))
     }
-
-    /// Panics with every violation, if any (drop does the same).
-    pub fn assert_no_violations(&self) {
-        let v = self.violations();
-        assert!(v.is_empty(), "GitHub schema violations:\n{}", v.join("\n"));
-    }
 }
 
 impl Drop for FakeGitHub {
     fn drop(&mut self) {
         self.server.abort();
-        if !std::thread::panicking() {
-            let v = self.inner.state.lock().map(|s| s.violations.clone());
-            if let Ok(v) = v {
-                assert!(
-                    v.is_empty(),
-                    "fake GitHub: schema violations:\n{}",
-                    v.join("\n")
-                );
-            }
-        }
+        check_on_drop(
+            "GitHub",
+            self.inner.state.lock().ok().as_deref().map(|s| &s.log),
+        );
+    }
+}
+
+impl FakeForge for FakeGitHub {
+    const NAME: &'static str = "GitHub";
+
+    fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> T {
+        f(&mut self.state().log)
     }
 }
 
@@ -372,46 +302,28 @@ impl Inner {
         let path = path.strip_prefix("/api/v3").unwrap_or(path).to_string();
         let query = uri.query().unwrap_or("").to_string();
         let mut st = self.state.lock().unwrap();
-        let body: Option<Value> = if raw.is_empty() {
-            None
-        } else {
-            match serde_json::from_slice(raw) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    st.violations
-                        .push(format!("{method} {path}: request body is not JSON: {e}"));
-                    None
-                }
-            }
-        };
-        st.requests.push(LoggedRequest {
-            method: method.to_string(),
-            path: path.clone(),
-            query: query.clone(),
-            body: body.clone(),
-        });
+        let body = st.log.record(method, &path, &query, raw);
 
         // Injected failures come first, as a proxy or an overloaded GitHub would answer.
-        if let Some(f) = st.failures.iter_mut().find(|f| {
-            (f.method == "*" || f.method == method)
-                && path.starts_with(&f.prefix)
-                && f.remaining > 0
-        }) {
-            f.remaining = f.remaining.saturating_sub(1);
-            let (status, headers) = (f.status, f.headers.clone());
-            let message = match status {
+        let mut after_failure = None;
+        if let Some(f) = st.log.injected(method, &path) {
+            let message = match f.status {
                 429 | 403 => "API rate limit exceeded",
                 500..=599 => "Server Error",
                 _ => "Injected failure",
             };
-            return (status, headers, error_body(message, status));
+            let a = (f.status, f.headers, error_body(message, f.status));
+            if !f.after {
+                return a;
+            }
+            after_failure = Some(a);
         }
 
         let Some(op) = self.api.find_operation(method, &path) else {
             if method == "POST" && path.starts_with("/repos/") && path.ends_with("/assignees") {
                 return self.assignees(&mut st, &path, body.as_ref(), headers);
             }
-            st.violations.push(format!(
+            st.log.violations.push(format!(
                 "{method} {path}: no such operation in GitHub's API description"
             ));
             return answer(404, error_body("Not Found", 404));
@@ -428,7 +340,7 @@ impl Inner {
             self.api
                 .validate_request(method, &template, body.as_ref().unwrap_or(&Value::Null))
         {
-            st.violations.push(format!("{method} {path}: {e}"));
+            st.log.violations.push(format!("{method} {path}: {e}"));
         }
 
         let a = if template.starts_with("/repos/")
@@ -444,12 +356,12 @@ impl Inner {
 
         if a.0 < 400 {
             if let Err(e) = self.api.validate_response(method, &template, a.0, &a.2) {
-                st.violations.push(format!("fake answer: {e}"));
+                st.log.violations.push(format!("fake answer: {e}"));
             }
         } else {
             self.check_error_answer(&mut st, method, &template, &a);
         }
-        a
+        after_failure.unwrap_or(a)
     }
 
     /// Error answers match the documented response when there is one, else `basic-error`.
@@ -461,7 +373,7 @@ impl Inner {
                 .validate_schema(&self.api.named_schema("basic-error"), &a.2),
         };
         if let Err(e) = result {
-            st.violations.push(format!("fake error answer: {e}"));
+            st.log.violations.push(format!("fake error answer: {e}"));
         }
     }
 
@@ -770,7 +682,7 @@ impl Inner {
                 answer(200, v)
             }
             _ => {
-                st.violations.push(format!(
+                st.log.violations.push(format!(
                     "fake GitHub does not implement {method} {template} (add it to the fake)"
                 ));
                 answer(501, error_body("Not Implemented in the fake", 501))
@@ -876,7 +788,7 @@ impl Inner {
             .api
             .validate_schema(&schema, body.unwrap_or(&Value::Null))
         {
-            st.violations.push(format!("POST {path}: {e}"));
+            st.log.violations.push(format!("POST {path}: {e}"));
         }
         let prefix = format!("/repos/{}/{}/issues/", self.owner, self.repo);
         let number: Option<u64> = path

@@ -97,6 +97,7 @@ pub fn md5_hex(data: &[u8]) -> String {
     state.iter().map(|w| hex::encode(w.to_le_bytes())).collect()
 }
 pub mod engine;
+pub mod fake_forge;
 pub mod fake_gitea;
 pub mod fake_github;
 pub mod git_https;
