@@ -385,6 +385,17 @@ fn commit_on_replaces_nested_and_deletes_files() {
         .is_err());
 }
 
+/// A commit on `base` whose nginx Dockerfile is `FROM <version>`, with message `<version>`.
+fn nginx_version(ws: &Workspace, base: Oid, version: &str) -> Oid {
+    let dockerfile = format!("FROM {version}\n");
+    commit(
+        ws,
+        base,
+        &[("images/nginx/Dockerfile", Some(dockerfile.as_str()))],
+        version,
+    )
+}
+
 /// The whole lease story on one kind of remote URL.
 fn lease_scenario(origin: &Origin, url: &str) {
     let (_state, ws) = origin.workspace(url);
@@ -392,12 +403,7 @@ fn lease_scenario(origin: &Origin, url: &str) {
     let main = ws.remote_head("main").unwrap().unwrap();
 
     // Create: the branch must not exist.
-    let c1 = commit(
-        &ws,
-        main,
-        &[("images/nginx/Dockerfile", Some("FROM v1\n"))],
-        "v1",
-    );
+    let c1 = nginx_version(&ws, main, "v1");
     assert_eq!(
         ws.push_with_lease(branch, c1, None).unwrap(),
         PushOutcome::Pushed
@@ -425,12 +431,7 @@ fn lease_scenario(origin: &Origin, url: &str) {
     assert_eq!(origin.head(branch), Some(c1));
 
     // Update with the right lease; a rewrite (not a fast-forward) is fine on rebake's branch.
-    let c2 = commit(
-        &ws,
-        main,
-        &[("images/nginx/Dockerfile", Some("FROM v2\n"))],
-        "v2",
-    );
+    let c2 = nginx_version(&ws, main, "v2");
     assert!(!ws.is_ancestor(c1, c2).unwrap());
     assert_eq!(
         ws.push_with_lease(branch, c2, Some(c1)).unwrap(),
@@ -440,12 +441,7 @@ fn lease_scenario(origin: &Origin, url: &str) {
 
     // A person pushes to the branch meanwhile: rebake's stale lease must not overwrite it.
     let human = origin.human_push(branch, "NOTES", "please keep\n");
-    let c3 = commit(
-        &ws,
-        main,
-        &[("images/nginx/Dockerfile", Some("FROM v3\n"))],
-        "v3",
-    );
+    let c3 = nginx_version(&ws, main, "v3");
     assert_eq!(
         ws.push_with_lease(branch, c3, Some(c2)).unwrap(),
         PushOutcome::LeaseBroken {
@@ -583,12 +579,7 @@ fn a_change_between_negotiation_and_update_is_refused_by_origin() {
     let (_state, ws) = origin.workspace(&daemon.url);
     let branch = "rebake/nginx";
     let main = ws.remote_head("main").unwrap().unwrap();
-    let c1 = commit(
-        &ws,
-        main,
-        &[("images/nginx/Dockerfile", Some("FROM v1\n"))],
-        "v1",
-    );
+    let c1 = nginx_version(&ws, main, "v1");
     assert_eq!(
         ws.push_with_lease(branch, c1, None).unwrap(),
         PushOutcome::Pushed
@@ -611,12 +602,7 @@ fn a_change_between_negotiation_and_update_is_refused_by_origin() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let c2 = commit(
-        &ws,
-        main,
-        &[("images/nginx/Dockerfile", Some("FROM v2\n"))],
-        "v2",
-    );
+    let c2 = nginx_version(&ws, main, "v2");
     assert_eq!(
         ws.push_with_lease(branch, c2, Some(c1)).unwrap(),
         PushOutcome::LeaseBroken {
@@ -635,12 +621,7 @@ fn merged_branch_is_an_ancestor_of_the_default_branch() {
     let origin = Origin::new("main");
     let (_state, ws) = origin.workspace(&origin.url());
     let main = ws.remote_head("main").unwrap().unwrap();
-    let proposal = commit(
-        &ws,
-        main,
-        &[("images/nginx/Dockerfile", Some("FROM v1\n"))],
-        "v1",
-    );
+    let proposal = nginx_version(&ws, main, "v1");
     assert_eq!(
         ws.push_with_lease("rebake/nginx", proposal, None).unwrap(),
         PushOutcome::Pushed
