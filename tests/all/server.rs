@@ -215,7 +215,7 @@ impl Running {
 
 fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github-webhooks")
+        .join("tests/data/webhooks/github")
         .join(name)
 }
 
@@ -223,8 +223,8 @@ pub(crate) fn github_fixture(name: &str) -> Value {
     let path = fixture_path(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "GitHub webhook fixture {} is missing ({e}): the tests need ../shared/fixtures/ \
-             beside the crate",
+            "GitHub webhook fixture {} is missing ({e}): tests/data/README.md \
+             says where it comes from",
             path.display()
         )
     });
@@ -235,8 +235,8 @@ fn github_fixture_bytes(name: &str) -> Vec<u8> {
     let path = fixture_path(name);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "GitHub webhook fixture {} is missing ({e}): the tests need ../shared/fixtures/ \
-             beside the crate",
+            "GitHub webhook fixture {} is missing ({e}): tests/data/README.md \
+             says where it comes from",
             path.display()
         )
     })
@@ -266,7 +266,7 @@ fn gitea_user() -> Value {
 }
 
 /// A Gitea `pull_request` payload for a merge, as Gitea v1.23 builds it
-/// (../shared/fixtures/gitea-webhooks/FIELDS.txt, section 2): action "closed",
+/// (tests/data/webhooks/gitea/FIELDS.txt, section 2): action "closed",
 /// pull_request.merged true, merge_commit_sha set; 2-space indented like Gitea's MarshalIndent.
 fn gitea_merged(number: u64, head_ref: &str, head_label: &str, merge_sha: &str) -> Vec<u8> {
     let repository = json!({

@@ -7,7 +7,7 @@
 //! changed by the requests the client sends.
 //!
 //! Contract: every request body is validated against Gitea's official Swagger 2 description
-//! (`../shared/forge-api/gitea-swagger-subset.json`, Gitea v1.23.6), query parameters must be
+//! (`tests/data/forge-api/gitea-swagger-subset.json`, Gitea v1.23.6), query parameters must be
 //! ones the operation documents, and a token in the query string (Gitea's deprecated
 //! `token`/`access_token`) is a violation. Every success answer the fake gives is validated too.
 //! Violations are recorded ([`FakeGitea::violations`]) and fail the test when the fake drops.

@@ -6,7 +6,7 @@
 //! commit statuses in memory, changed by the requests the client sends.
 //!
 //! Contract: every request body is validated against GitHub's official OpenAPI description
-//! (`../shared/forge-api/github-openapi-subset.json`); a mismatch is recorded as a violation
+//! (`tests/data/forge-api/github-openapi-subset.json`); a mismatch is recorded as a violation
 //! (see [`FakeGitHub::violations`]) and fails the test when the fake is dropped. Every answer
 //! the fake gives is validated too, and recorded the same way when it does not match.
 //!

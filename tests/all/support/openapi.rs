@@ -1,7 +1,7 @@
 //! Contract checks against a forge's own published API description.
 //!
 //! [`OpenApi`] loads GitHub's OpenAPI 3.0 subset or Gitea's Swagger 2 subset from
-//! `../shared/forge-api/`, finds the operation for a method and path, and validates a JSON value
+//! `tests/data/forge-api/`, finds the operation for a method and path, and validates a JSON value
 //! against that operation's request body schema or one of its response schemas. `$ref`s to
 //! `#/components/...` (OpenAPI 3) and `#/definitions/...`, `#/responses/...`,
 //! `#/parameters/...` (Swagger 2) resolve within the document. OpenAPI's `nullable: true` (and
@@ -47,11 +47,11 @@ impl OpenApi {
         OpenApi::load("gitea-swagger-subset.json")
     }
 
-    /// Loads `../shared/forge-api/<file>` (relative to the crate), panicking with its path
-    /// when it is missing or not JSON.
+    /// Loads `tests/data/forge-api/<file>` (copied into the repository; origin and licence in
+    /// tests/data/README.md), panicking with its path when it is missing or not JSON.
     pub fn load(file: &str) -> OpenApi {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/forge-api")
+            .join("tests/data/forge-api")
             .join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
