@@ -11,7 +11,7 @@
 
 use crate::debian::sources::{SignedBy, SuiteSource};
 use crate::debian::status::{self, InstalledPackage};
-use crate::debian::verify::dearmor;
+use crate::debian::verify::{armor, dearmor, deb822_inline_key};
 use crate::policy::Policy;
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::models::ContainerCreateBody;
@@ -79,10 +79,8 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// One keyring a source is signed by: where the host has it, and its bytes.
+/// One keyring a source is signed by, and its bytes.
 struct Keyring {
-    /// The path apt on the host reads during mmdebstrap (a copy in the work dir).
-    host_copy: PathBuf,
     /// The path the source named, when it named a file (kept in the image if the image has it).
     original: Option<PathBuf>,
     bytes: Vec<u8>,
@@ -97,6 +95,14 @@ impl Keyring {
             "gpg"
         }
     }
+    /// The key packets, dearmored when the file is armored.
+    fn packets(&self) -> Result<Vec<u8>> {
+        if self.ext() == "asc" {
+            crate::debian::verify::dearmor(&String::from_utf8_lossy(&self.bytes))
+        } else {
+            Ok(self.bytes.clone())
+        }
+    }
     fn image_copy(&self) -> String {
         format!(
             "etc/apt/keyrings/rebake-{}.{}",
@@ -107,12 +113,7 @@ impl Keyring {
 }
 
 /// Reads (or dearmors) every keyring the sources name; per source, the indices into the list.
-fn collect_keyrings(
-    suites: &[SuiteSource],
-    key_dir: &Path,
-) -> Result<(Vec<Keyring>, Vec<Vec<usize>>)> {
-    std::fs::create_dir_all(key_dir)
-        .with_context(|| format!("cannot create {}", key_dir.display()))?;
+fn collect_keyrings(suites: &[SuiteSource]) -> Result<(Vec<Keyring>, Vec<Vec<usize>>)> {
     let mut rings: Vec<Keyring> = Vec::new();
     let mut per_source = Vec::new();
     for s in suites {
@@ -148,16 +149,11 @@ fn collect_keyrings(
             {
                 Some(n) => n,
                 None => {
-                    let mut r = Keyring {
-                        host_copy: PathBuf::new(),
+                    rings.push(Keyring {
                         original,
                         bytes,
                         sha256,
-                    };
-                    r.host_copy = key_dir.join(format!("{}.{}", &r.sha256[..16], r.ext()));
-                    std::fs::write(&r.host_copy, &r.bytes)
-                        .with_context(|| format!("cannot write {}", r.host_copy.display()))?;
-                    rings.push(r);
+                    });
                     rings.len() - 1
                 }
             };
@@ -168,24 +164,19 @@ fn collect_keyrings(
     Ok((rings, per_source))
 }
 
-/// deb822 sources text: one paragraph per suite, `Signed-By` from `key_path`.
-fn sources_text(
-    suites: &[SuiteSource],
-    per_source: &[Vec<usize>],
-    key_path: impl Fn(usize) -> String,
-) -> String {
+/// deb822 sources text: one paragraph per suite, `Signed-By: <signed_by(the suite's index)>`.
+fn sources_text(suites: &[SuiteSource], signed_by: impl Fn(usize) -> String) -> String {
     let mut out = String::new();
-    for (s, keys) in suites.iter().zip(per_source) {
+    for (n, s) in suites.iter().enumerate() {
         if !out.is_empty() {
             out.push('\n');
         }
-        let keys: Vec<String> = keys.iter().map(|k| key_path(*k)).collect();
         out.push_str(&format!(
             "Types: deb\nURIs: {}\nSuites: {}\nComponents: {}\nSigned-By: {}\n",
             s.uri,
             s.suite,
             s.components.join(" "),
-            keys.join(" ")
+            signed_by(n)
         ));
     }
     out
@@ -237,17 +228,29 @@ pub async fn build_base(
     check_sources(suites)?;
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("cannot create work directory {}", work_dir.display()))?;
-    let (rings, per_source) = collect_keyrings(suites, &work_dir.join("keyrings"))?;
-    let host_sources = sources_text(suites, &per_source, |k| {
-        rings[k].host_copy.display().to_string()
-    });
+    let (rings, per_source) = collect_keyrings(suites)?;
+    // apt downloads and verifies as its sandbox user `_apt`, which cannot read a keyring file
+    // under a private directory (root's home, a `mktemp -d`): the keys go inline instead.
+    let mut inline_keys = Vec::new();
+    for keys in &per_source {
+        let mut packets = Vec::new();
+        for &k in keys {
+            packets.extend(rings[k].packets()?);
+        }
+        inline_keys.push(deb822_inline_key(&armor(&packets)));
+    }
+    let host_sources = sources_text(suites, |n| inline_keys[n].clone());
 
     // The cache key: everything that decides the rootfs (keyrings by content).
     let key = {
         let mut h = Sha256::new();
         h.update(format!("{REWRITE_VERSION}\n{release}\n{arch}\n{epoch}\n"));
-        h.update(sources_text(suites, &per_source, |k| {
-            rings[k].sha256.clone()
+        h.update(sources_text(suites, |n| {
+            let hashes: Vec<&str> = per_source[n]
+                .iter()
+                .map(|&k| rings[k].sha256.as_str())
+                .collect();
+            hashes.join(" ")
         }));
         hex::encode(h.finalize())
     };
@@ -340,6 +343,99 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Why mmdebstrap failed, from its log: apt's and mmdebstrap's own errors and warnings
+/// (`E:`, `W:`, `Err:` and the lines that continue them), else the last lines.
+fn mmdebstrap_reason(log: &str) -> String {
+    let mut reason: Vec<&str> = Vec::new();
+    let mut continuing = false;
+    for line in log.lines() {
+        let trimmed = line.trim_start();
+        if ["E: ", "W: ", "Err:"]
+            .iter()
+            .any(|p| trimmed.starts_with(p))
+        {
+            reason.push(line);
+            continuing = true;
+        } else if continuing && line.starts_with(' ') && !trimmed.is_empty() {
+            reason.push(line);
+        } else {
+            continuing = false;
+        }
+    }
+    if reason.is_empty() {
+        return last_lines(log, 15);
+    }
+    // An endless list of one error is still one reason: keep the first and the last lines.
+    if reason.len() > 40 {
+        let tail = reason.split_off(reason.len() - 10);
+        reason.truncate(30);
+        reason.push("  …");
+        reason.extend(tail);
+    }
+    reason.join("\n")
+}
+
+/// mmdebstrap without root runs in a user namespace (`--mode=unshare`), which needs
+/// `newuidmap`/`newgidmap` and subordinate ids for the user: say what is missing and how to fix
+/// it, before a long download fails.
+fn check_unshare_mode() -> Result<()> {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "$USER".to_string());
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false)
+            || Path::new("/usr/bin").join(tool).is_file()
+    };
+    let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
+    match unshare_mode_problem(&user, &process_uid(), &on_path, &read) {
+        Some(problem) => Err(anyhow!(problem)),
+        None => Ok(()),
+    }
+}
+
+fn unshare_mode_problem(
+    user: &str,
+    uid: &str,
+    has_tool: &dyn Fn(&str) -> bool,
+    read: &dyn Fn(&str) -> String,
+) -> Option<String> {
+    let why = "building the base as a user (not root) runs mmdebstrap in a user namespace, which";
+    let fix = format!(
+        "as root: apt-get install uidmap && usermod --add-subuids 100000-165535 \
+         --add-subgids 100000-165535 {user}"
+    );
+    if let Some(tool) = ["newuidmap", "newgidmap"]
+        .into_iter()
+        .find(|t| !has_tool(t))
+    {
+        return Some(format!(
+            "{why} needs {tool} (package uidmap) and subordinate ids for {user}; {fix}"
+        ));
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let listed = read(file).lines().any(|l| {
+            let name = l.split(':').next().unwrap_or("");
+            name == user || name == uid
+        });
+        if !listed {
+            return Some(format!(
+                "{why} needs subordinate ids for {user} in {file}; {fix}"
+            ));
+        }
+    }
+    None
+}
+
+/// The process's real user id, as text (read from /proc; no libc call).
+fn process_uid() -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid().to_string())
+        .unwrap_or_default()
+}
+
 async fn run_mmdebstrap(
     release: &str,
     arch: &str,
@@ -348,10 +444,10 @@ async fn run_mmdebstrap(
     out: &Path,
     work_dir: &Path,
 ) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
+    let root = process_uid() == "0";
+    if !root {
+        check_unshare_mode()?;
+    }
     let mode = if root { "root" } else { "unshare" };
     let log_path = work_dir.join("mmdebstrap.log");
     let log = std::fs::File::create(&log_path)
@@ -364,7 +460,6 @@ async fn run_mmdebstrap(
         .arg(format!("--architectures={arch}"))
         .arg(format!("--mode={mode}"))
         .arg("--format=tar")
-        .arg("--quiet")
         .arg(release)
         .arg(out)
         .arg(sources)
@@ -386,8 +481,8 @@ async fn run_mmdebstrap(
     if !status.success() {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         bail!(
-            "base image {release}/{arch}: mmdebstrap failed ({status}); last lines:\n{}\n(full log: {})",
-            last_lines(&text, 15),
+            "base image {release}/{arch}: mmdebstrap failed ({status}):\n{}\n(full log: {})",
+            mmdebstrap_reason(&text),
             log_path.display()
         );
     }
@@ -574,7 +669,13 @@ fn normalize_rootfs(
             ..file_item(dir, Vec::new(), 0o755, epoch)
         });
     }
-    let text = sources_text(suites, per_source, |k| image_paths[k].clone());
+    let text = sources_text(suites, |n| {
+        let paths: Vec<&str> = per_source[n]
+            .iter()
+            .map(|&k| image_paths[k].as_str())
+            .collect();
+        paths.join(" ")
+    });
     items.insert(
         IMAGE_SOURCES.to_string(),
         file_item(IMAGE_SOURCES, text.into_bytes(), 0o644, epoch),
@@ -1136,6 +1237,61 @@ async fn read_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mmdebstrap_failure_shows_apts_reason() {
+        // A real log (mirror host replaced): the keyring was unreadable for apt's sandbox.
+        let log = "I: chroot architecture amd64 is equal to the host's architecture
+I: finding correct signed-by value...
+I: running apt-get update...
+Get:1 http://mirror.invalid/debian trixie InRelease [140 kB]
+Err:1 http://mirror.invalid/debian trixie InRelease
+  The following signatures couldn't be verified because the public key is not available: NO_PUBKEY 6ED0E7B82643E131
+Reading package lists...
+W: GPG error: http://mirror.invalid/debian trixie InRelease: The following signatures couldn't be verified because the public key is not available: NO_PUBKEY 6ED0E7B82643E131
+E: The repository 'http://mirror.invalid/debian trixie InRelease' is not signed.
+E: apt-get update --error-on=any -oAPT::Status-Fd=<$fd> -oDpkg::Use-Pty=false failed
+I: main() received signal PIPE: waiting for setup...
+I: removing tempdir /tmp/mmdebstrap.dFvbr4qUoH...
+E: mmdebstrap failed to run
+";
+        let reason = mmdebstrap_reason(log);
+        assert!(
+            reason.starts_with(
+                "Err:1 http://mirror.invalid/debian trixie InRelease\n  The following"
+            ),
+            "{reason}"
+        );
+        assert!(reason.contains("NO_PUBKEY 6ED0E7B82643E131"), "{reason}");
+        assert!(reason.contains("E: The repository"), "{reason}");
+        assert!(!reason.contains("Reading package lists"), "{reason}");
+        assert!(!reason.contains("I: "), "{reason}");
+        // Without E:/W: lines, the last lines.
+        assert_eq!(mmdebstrap_reason("a\nb\n"), "a\nb");
+    }
+
+    #[test]
+    fn unshare_mode_names_what_a_user_lacks() {
+        let subids = |f: &str| match f {
+            "/etc/subuid" => "ada:100000:65536\n".to_string(),
+            _ => "1000:100000:65536\n".to_string(),
+        };
+        let all_tools = |_: &str| true;
+        assert_eq!(
+            unshare_mode_problem("ada", "1000", &all_tools, &subids),
+            None
+        );
+        let no_map = |t: &str| t != "newuidmap";
+        let p = unshare_mode_problem("ada", "1000", &no_map, &subids).unwrap();
+        assert!(p.contains("needs newuidmap (package uidmap)"), "{p}");
+        assert!(
+            p.contains("apt-get install uidmap && usermod --add-subuids"),
+            "{p}"
+        );
+        let p = unshare_mode_problem("bob", "1001", &all_tools, &subids).unwrap();
+        assert!(p.contains("subordinate ids for bob in /etc/subuid"), "{p}");
+        assert!(p.ends_with("--add-subgids 100000-165535 bob"), "{p}");
+    }
 
     fn raw_tar(dir: &Path, reversed: bool) -> PathBuf {
         let mut entries: Vec<(&str, tar::EntryType, &[u8], Option<&str>)> = vec![

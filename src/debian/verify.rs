@@ -77,6 +77,48 @@ pub fn dearmor(armored: &str) -> Result<Vec<u8>> {
         .context("armored key block is not valid base64")
 }
 
+/// The OpenPGP CRC-24 of `data` (RFC 4880, section 6.1): the armor checksum.
+fn crc24(data: &[u8]) -> u32 {
+    let mut crc: u32 = 0x00B7_04CE;
+    for &byte in data {
+        crc ^= u32::from(byte) << 16;
+        for _ in 0..8 {
+            crc <<= 1;
+            if crc & 0x0100_0000 != 0 {
+                crc ^= 0x0186_4CFB;
+            }
+        }
+    }
+    crc & 0x00FF_FFFF
+}
+
+/// ASCII-armors binary OpenPGP key packets as one public key block (the inverse of
+/// [`dearmor`]; what `gpg --export --armor` writes).
+pub fn armor(packets: &[u8]) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let body = engine.encode(packets);
+    let mut out = String::from("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n");
+    for chunk in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push('=');
+    out.push_str(&engine.encode(&crc24(packets).to_be_bytes()[1..]));
+    out.push_str("\n-----END PGP PUBLIC KEY BLOCK-----\n");
+    out
+}
+
+/// A key block as the value of a deb822 `Signed-By` field (apt reads a key given inline):
+/// on the lines after the field name, each indented by a space, an empty line written `.`.
+pub fn deb822_inline_key(armored: &str) -> String {
+    let mut out = String::new();
+    for line in armored.lines() {
+        out.push_str("\n ");
+        out.push_str(if line.is_empty() { "." } else { line });
+    }
+    out
+}
+
 /// Resolves a source's `Signed-By` to keyring files gpgv can read, dearmoring where needed
 /// into `scratch`.
 fn keyring_files(signed_by: &SignedBy, scratch: &Path) -> Result<Vec<PathBuf>> {
@@ -215,5 +257,27 @@ mod tests {
         let armored = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: x\n\naGVsbG8=\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n";
         assert_eq!(dearmor(armored).unwrap(), b"hello");
         assert!(dearmor("nothing").is_err());
+    }
+
+    #[test]
+    fn crc24_matches_the_rfc_reference_values() {
+        // The RFC's initial value is the checksum of no data; "123456789" is the usual check
+        // input for CRC-24/OpenPGP.
+        assert_eq!(crc24(b""), 0xB704CE);
+        assert_eq!(crc24(b"123456789"), 0x21CF02);
+    }
+
+    #[test]
+    fn armor_round_trips_through_dearmor() {
+        let packets: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let armored = armor(&packets);
+        assert!(armored.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"));
+        assert!(armored
+            .lines()
+            .all(|l| l.len() <= 64 || l.starts_with("-----")));
+        assert_eq!(dearmor(&armored).unwrap(), packets);
+        let inline = deb822_inline_key(&armored);
+        assert!(inline.starts_with("\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n "));
+        assert_eq!(dearmor(&inline).unwrap(), packets);
     }
 }

@@ -12,7 +12,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use rebake::build::{build_base, build_image, inventory};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -128,6 +129,10 @@ async fn files_in(docker: &Docker, image: &str, path: &str) -> BTreeMap<String, 
 #[test]
 fn base_is_reproducible_clean_and_cached() {
     let (first, dir, epoch) = shared_base_with_dir(RELEASE);
+    // It was built under a directory apt's sandbox user cannot enter (keys went inline).
+    let parent = dir.parent().unwrap();
+    let mode = std::fs::metadata(parent).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", parent.display());
     let docker = docker();
     assert!(
         first.id.starts_with("sha256:") && first.rootfs_sha256.len() == 64,
@@ -357,4 +362,35 @@ fn unreachable_engine_is_a_clear_error() {
         msg.contains("unreachable") || msg.contains("cannot connect"),
         "{msg}"
     );
+}
+
+/// The keys mmdebstrap's apt reads inline are Debian's keyring, armored as gpg reads it back.
+#[test]
+fn inline_keyring_armor_is_what_gpg_dearmors() {
+    crate::support::require_tool("gpg", "gnupg");
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let packets = std::fs::read(keyring)
+        .unwrap_or_else(|e| panic!("{keyring}: {e} (apt-get install debian-archive-keyring)"));
+    let armored = rebake::debian::verify::armor(&packets);
+    let home = tempfile::tempdir().unwrap();
+    let mut gpg = std::process::Command::new("gpg")
+        .env("GNUPGHOME", home.path())
+        .args(["--batch", "--dearmor"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gpg.stdin
+        .take()
+        .unwrap()
+        .write_all(armored.as_bytes())
+        .unwrap();
+    let out = gpg.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, packets, "gpg --dearmor gives other bytes");
 }

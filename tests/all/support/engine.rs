@@ -10,6 +10,7 @@ use rebake::debian::release::Release;
 use rebake::debian::sources::{read_host, suites_for_release, SuiteSource};
 use rebake::debian::verify::verify_clearsigned;
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -81,11 +82,15 @@ pub fn shared_base_with_dir(release: &str) -> (BaseImage, PathBuf, i64) {
     super::require_tool("mmdebstrap", "mmdebstrap");
     let suites = release_suites(release);
     let epoch = archive_epoch(&suites, release);
-    let dir = tempfile::Builder::new()
-        .prefix("rebake-base-")
+    // Under a private (0700) directory, like root's home or what `mktemp -d` makes: apt's
+    // sandbox user `_apt` cannot read files there, and the base must build all the same.
+    let private = tempfile::Builder::new()
+        .prefix("rebake-private-")
         .tempdir()
         .expect("temp dir")
         .keep();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = private.join("bases");
     let docker = docker();
     let started = std::time::Instant::now();
     let base = runtime()
