@@ -121,9 +121,9 @@ pub fn inventories_from_repo(repo: &Path, images: &[String]) -> Result<Vec<Inven
                 packages: Vec::new(),
                 include_non_security,
                 note: Some(format!(
-                    "not built yet (no {}); run `rebake build {}`",
+                    "not built yet (no {}); run `{}`",
                     path.display(),
-                    p.name
+                    crate::output::build_hint(&p.name)
                 )),
             });
             continue;
@@ -840,13 +840,35 @@ pub fn run_once(ctx: &Context, req: RunRequest) -> Result<u8> {
             "  proposals:       branches rebake/<image> of {}",
             state_dir.join("default/origin.git").display()
         );
-        println!(
-            "  to merge one:    git -C {0} pull -q origin main && git -C {0} merge origin/rebake/nginx && git -C {0} push origin main",
-            ctx.repo.display()
-        );
-        println!("  then run `rebake run --once` again to deploy the merged, tested digest.");
+        println!("\nTo merge the nginx proposal as a reviewer would, then deploy it (paste both):");
+        println!("  {}", merge_hint(&ctx.repo, "rebake/nginx"));
+        println!("  {}", run_once_hint(&ctx));
     }
     Ok(proposed.max(deployed))
+}
+
+/// The git commands that merge `branch` into the embedded default's `main` and push it, as a
+/// reviewer merging on a forge would (a fast-forward when `main` has not moved since).
+fn merge_hint(work: &Path, branch: &str) -> String {
+    let work = std::path::absolute(work).unwrap_or_else(|_| work.to_path_buf());
+    let w = crate::output::shell_quote(&work.display().to_string());
+    format!(
+        "git -C {w} fetch -q origin && git -C {w} merge -q --no-edit origin/{branch} && \
+         git -C {w} push -q origin main"
+    )
+}
+
+/// `rebake run --once` as this run was started (the same state directory).
+fn run_once_hint(ctx: &Context) -> String {
+    let mut hint = format!("{} run --once", crate::output::self_command());
+    if let Some(dir) = &ctx.state_dir {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        hint.push_str(&format!(
+            " --state-dir {}",
+            crate::output::shell_quote(&dir.display().to_string())
+        ));
+    }
+    hint
 }
 
 /// The service's jobs: a scan is a propose run; a merged proposal is deployed at its merge

@@ -179,16 +179,16 @@ pub fn pinned_from_lock(policy: &Policy, lock: &Lock) -> Result<Vec<PinnedPackag
         .join(lock::LOCK_FILE);
     if lock.name != policy.name {
         bail!(
-            "image '{}': {} is for image '{}'; run `rebake build {}`",
+            "image '{}': {} is for image '{}'; run `{}`",
             policy.name,
             lock_file.display(),
             lock.name,
-            policy.name
+            crate::output::build_hint(&policy.name)
         );
     }
     if lock.suite != policy.suite || lock.architecture != policy.architecture {
         bail!(
-            "image '{}': {} records Debian {}/{} but {} asks for {}/{}; run `rebake build {}`",
+            "image '{}': {} records Debian {}/{} but {} asks for {}/{}; run `{}`",
             policy.name,
             lock_file.display(),
             lock.suite,
@@ -196,7 +196,7 @@ pub fn pinned_from_lock(policy: &Policy, lock: &Lock) -> Result<Vec<PinnedPackag
             policy.file.display(),
             policy.suite,
             policy.architecture,
-            policy.name
+            crate::output::build_hint(&policy.name)
         );
     }
     let mut pinned = Vec::with_capacity(policy.packages.len());
@@ -211,23 +211,23 @@ pub fn pinned_from_lock(policy: &Policy, lock: &Lock) -> Result<Vec<PinnedPackag
             .or_else(|| entries.first())
             .ok_or_else(|| {
                 anyhow!(
-                    "image '{}': {} has no package '{}', which {} asks for; run `rebake build {}`",
+                    "image '{}': {} has no package '{}', which {} asks for; run `{}`",
                     policy.name,
                     lock_file.display(),
                     name,
                     policy.file.display(),
-                    policy.name
+                    crate::output::build_hint(&policy.name)
                 )
             })?;
         version::parse(&entry.version).map_err(|e| {
             anyhow!(
                 "image '{}': {} records version '{}' for '{}', which is not a valid Debian \
-                 version ({e}); run `rebake build {}`",
+                 version ({e}); run `{}`",
                 policy.name,
                 lock_file.display(),
                 entry.version.escape_debug(),
                 name,
-                policy.name
+                crate::output::build_hint(&policy.name)
             )
         })?;
         pinned.push(PinnedPackage {
@@ -467,9 +467,9 @@ pub fn render_repo(repo: &Path, images: &[String], check: bool) -> Result<Vec<Re
             .join(lock::LOCK_FILE);
         if !lock_path.exists() {
             outcomes.push(skipped(format!(
-                "no {} yet: run `rebake build {}`",
+                "no {} yet: run `{}`",
                 shown_lock.display(),
-                policy.name
+                crate::output::build_hint(&policy.name)
             )));
             continue;
         }
@@ -477,9 +477,9 @@ pub fn render_repo(repo: &Path, images: &[String], check: bool) -> Result<Vec<Re
             .with_context(|| format!("image '{}': cannot render", policy.name))?;
         let Some(base) = &lock.base else {
             outcomes.push(skipped(format!(
-                "{} records no base image: run `rebake build {}`",
+                "{} records no base image: run `{}`",
                 shown_lock.display(),
-                policy.name
+                crate::output::build_hint(&policy.name)
             )));
             continue;
         };
@@ -487,11 +487,11 @@ pub fn render_repo(repo: &Path, images: &[String], check: bool) -> Result<Vec<Re
         if !is_image_id(&base_image) {
             bail!(
                 "image '{}': {}: base id '{}' is not an image id (sha256:<64 hex>); run \
-                 `rebake build {}`",
+                 `{}`",
                 policy.name,
                 shown_lock.display(),
                 base_image.escape_debug(),
-                policy.name
+                crate::output::build_hint(&policy.name)
             );
         }
         let pinned = pinned_from_lock(policy, &lock)?;
