@@ -61,6 +61,7 @@ pub struct Builder {
     pub plan: BuildPlan,
     docker: Docker,
     releases: BTreeMap<Key, Release>,
+    progress: Progress,
 }
 
 impl Builder {
@@ -71,7 +72,7 @@ impl Builder {
         policies: &[Policy],
         progress: Progress,
     ) -> Result<Builder> {
-        let fetcher = Fetcher::new(&plan.state_dir, progress)?;
+        let fetcher = Fetcher::new(&plan.state_dir, progress.clone())?;
         let mut releases: BTreeMap<Key, Release> = BTreeMap::new();
         for p in policies {
             let key = (p.suite.clone(), p.architecture.clone());
@@ -94,11 +95,17 @@ impl Builder {
             plan,
             docker,
             releases,
+            progress,
         })
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Where the stages of each image are shown.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// The verified index of a policy's release.
@@ -141,7 +148,7 @@ impl Builder {
                     policy.architecture
                 )
             })?;
-        build_one(&self.plan, &self.docker, rel, policy).await
+        build_one(&self.plan, &self.docker, rel, policy, &self.progress).await
     }
 }
 
@@ -155,7 +162,6 @@ pub async fn build_all(
     let mut results = Vec::new();
     for p in policies {
         let started = Instant::now();
-        let _spinner = progress.spinner(&format!("building {}", p.name));
         let outcome = builder.build(p).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         results.push(match outcome {
@@ -252,6 +258,7 @@ async fn build_one(
     docker: &Docker,
     rel: &mut Release,
     policy: &Policy,
+    progress: &Progress,
 ) -> Result<Built> {
     let name = &policy.name;
     let lock_path = lock::path_for(&plan.repo, name);
@@ -273,6 +280,13 @@ async fn build_one(
     let base = match &rel.base {
         Some(b) => b.clone(),
         None => {
+            let _stage = progress.stage(
+                name,
+                &format!(
+                    "base {}/{} from verified packages (mmdebstrap)",
+                    policy.suite, policy.architecture
+                ),
+            );
             let b = build::build_base(
                 docker,
                 &rel.suites,
@@ -335,6 +349,7 @@ async fn build_one(
         sha256_hex(inputs.as_bytes()),
     );
     let log_path = plan.state_dir.join("logs").join(format!("{name}.log"));
+    let stage = progress.stage(name, "build");
     let image_id = build::build_image_with(
         docker,
         &plan.repo,
@@ -349,14 +364,18 @@ async fn build_one(
     let installed = build::inventory(docker, &image_id)
         .await
         .with_context(|| format!("image {name}: inventory"))?;
+    drop(stage);
+    let stage = progress.stage(name, "test");
     let outcomes = test::run_tests(docker, &image_id, policy, &installed, Some(&rel.index))
         .await
         .with_context(|| format!("image {name}: test stage"))?;
     if let Some(msg) = test::failure_message(name, &outcomes) {
         bail!("{msg} (nothing pushed; the previous lock is unchanged)");
     }
+    drop(stage);
     let digest = match &plan.registry {
         Some(reg) => {
+            let _stage = progress.stage(name, &format!("push to {}", reg.url));
             let tag = format!(
                 "{}-{}",
                 policy.suite,

@@ -984,6 +984,10 @@ async fn propose_unit<F: Forge>(
             }
         }
     }
+    let _stage = builder.progress().stage(
+        unit.group.unwrap_or(pending[0].name.as_str()),
+        &format!("propose on {branch}"),
+    );
     let passed = locks
         .iter()
         .all(|l| l.tests.as_ref().is_some_and(|t| t.passed));
