@@ -9,6 +9,7 @@ mod forge_github;
 mod forge_plain;
 mod git;
 mod image_tests;
+mod ordinary_user;
 mod propose;
 mod publish;
 mod push_transports;

@@ -1,20 +1,49 @@
-//! The main job, `rebake run --once`, on the embedded default, closing the loop a user sees:
-//! first run proposes (nothing merged, nothing deployed); a person merges the nginx proposal;
-//! the next run deploys exactly the tested image, which then serves its page; an untested or
-//! unknown image is refused.
+//! The main job, `rebake run --once`, on the embedded default, as a newcomer runs it: a fresh
+//! private (0700) home, no state directory configured, no git identity. The first run proposes
+//! (nothing merged, nothing deployed); the merge and re-run commands it prints are pasted into a
+//! shell; the second run deploys exactly the tested image, which then serves its page; an
+//! untested or unknown image is refused.
 
 use crate::support::gitops::{git, text};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn rebake(cwd: &Path, state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rebake"))
-        .args(args)
-        .current_dir(cwd)
-        .env("REBAKE_STATE_DIR", state)
+/// The environment of a newcomer's shell: only a fresh HOME, nothing of rebake's or git's own.
+fn newcomer_env(cmd: &mut Command, home: &Path) {
+    cmd.env("HOME", home)
+        .env_remove("REBAKE_STATE_DIR")
+        .env_remove("XDG_STATE_HOME")
         .env_remove("RUST_LOG")
-        .output()
-        .expect("run rebake")
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+}
+
+fn rebake(cwd: &Path, home: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rebake"));
+    cmd.args(args).current_dir(cwd);
+    newcomer_env(&mut cmd, home);
+    cmd.output().expect("run rebake")
+}
+
+/// Runs a line rebake printed, pasted into `sh` as it is.
+fn paste(cwd: &Path, home: &Path, line: &str) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", line]).current_dir(cwd);
+    newcomer_env(&mut cmd, home);
+    cmd.output().expect("run sh")
+}
+
+/// The lines after `heading` up to the next empty line, without their indent.
+fn hint_lines(stdout: &str, heading: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 fn remove_container(name: &str) {
@@ -22,12 +51,17 @@ fn remove_container(name: &str) {
 }
 
 #[test]
-fn main_job_proposes_then_deploys_the_merged_tested_image() {
+fn newcomer_main_job_proposes_then_deploys_the_merged_tested_image() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cwd = dir.path().join("somewhere");
+    std::fs::create_dir(&cwd).unwrap();
+    let state = home.join(".local/state/rebake");
     remove_container("rebake-nginx");
 
-    let first = rebake(dir.path(), &state, &["run", "--once"]);
+    let first = rebake(&cwd, &home, &["run", "--once"]);
     let out = text(&first);
     assert_eq!(first.status.code(), Some(0), "{out}");
     assert!(out.contains("using the embedded default"), "{out}");
@@ -39,25 +73,25 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
         );
     }
     assert!(out.contains("nothing merged to deploy"), "{out}");
-
-    // A reviewer merges the nginx proposal.
-    let work = state.join("default/work");
-    git(&work, &["pull", "-q", "origin", "main"]);
-    git(&work, &["fetch", "-q", "origin"]);
-    git(
-        &work,
-        &[
-            "merge",
-            "-q",
-            "--no-ff",
-            "-m",
-            "merge nginx update",
-            "origin/rebake/nginx",
-        ],
+    assert!(
+        state.join("default/origin.git").is_dir(),
+        "the default state directory is under HOME:\n{out}"
     );
-    git(&work, &["push", "-q", "origin", "main"]);
 
-    let second = rebake(dir.path(), &state, &["run", "--once"]);
+    // The newcomer pastes what the first run printed: merge nginx, then run again.
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    let hints = hint_lines(&stdout, "To merge the nginx proposal");
+    assert_eq!(hints.len(), 2, "two commands to paste:\n{stdout}");
+    let merged = paste(&cwd, &home, &hints[0]);
+    assert!(merged.status.success(), "{}: {}", hints[0], text(&merged));
+    let work = state.join("default/work");
+    assert_eq!(
+        git(&work, &["rev-parse", "origin/main"]),
+        git(&work, &["rev-parse", "origin/rebake/nginx"]),
+        "main is the tested proposal after the merge"
+    );
+
+    let second = paste(&cwd, &home, &hints[1]);
     let out = text(&second);
     assert_eq!(second.status.code(), Some(0), "{out}");
     let row = out
@@ -84,13 +118,7 @@ fn main_job_proposes_then_deploys_the_merged_tested_image() {
     assert!(record.contains("\"deployed\""), "{record}");
 
     // Again: the same digest already runs.
-    let deploy = || {
-        rebake(
-            dir.path(),
-            &state,
-            &["deploy", "--repo", work.to_str().unwrap()],
-        )
-    };
+    let deploy = || rebake(&cwd, &home, &["deploy", "--repo", work.to_str().unwrap()]);
     let out = text(&deploy());
     assert!(out.contains("unchanged"), "{out}");
 
