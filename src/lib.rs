@@ -3,9 +3,9 @@
 //! One module per stage of the flow (see README): `debian` reads and verifies the archive,
 //! `plan` decides which images need an update and why, later stages build on it.
 
-pub mod app;
 pub mod build;
 pub mod check;
+pub mod commands;
 pub mod config;
 pub mod debian;
 pub mod deploy;
@@ -20,6 +20,7 @@ pub mod policy;
 pub mod propose;
 pub mod publish;
 pub mod render;
+pub mod repo;
 pub mod rollout;
 pub mod security;
 pub mod server;

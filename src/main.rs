@@ -2,7 +2,7 @@
 //! command, and turns its result into an exit code.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use rebake::app::{self, OutputFormat};
+use rebake::commands::{self as app, OutputFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

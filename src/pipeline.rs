@@ -2,7 +2,6 @@
 //! lock. Each image either ends with a new Dockerfile and lock written together, or leaves the
 //! previous ones untouched.
 
-use crate::app::BuildResult;
 use crate::build::{self, BaseImage};
 use crate::config::RegistryConfig;
 use crate::debian::archive::{fetch_release, Fetcher};
@@ -150,6 +149,18 @@ impl Builder {
             })?;
         build_one(&self.plan, &self.docker, rel, policy, &self.progress).await
     }
+}
+
+/// What `rebake build` did for one image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildResult {
+    pub image: String,
+    /// `built`, `current` (nothing to do), or `failed`.
+    pub result: String,
+    pub image_id: Option<String>,
+    pub digest: Option<String>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
 }
 
 pub async fn build_all(

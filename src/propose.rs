@@ -19,8 +19,7 @@ use git2::Oid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The commit status context rebake sets on a proposal's head.
-pub const STATUS_CONTEXT: &str = "rebake/test";
+pub use crate::forge::STATUS_CONTEXT;
 
 /// One source package whose version differs between the default branch's lock and the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,66 +531,12 @@ pub struct ProposeResult {
     pub detail: Option<String>,
 }
 
-/// Writes every file of `commit`'s tree under `dir` (executable bits kept).
-pub fn export_tree(repo: &git2::Repository, commit: git2::Oid, dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let tree = repo.find_commit(commit)?.tree()?;
-    let mut err: Option<anyhow::Error> = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
-        if entry.kind() != Some(git2::ObjectType::Blob) {
-            return git2::TreeWalkResult::Ok;
-        }
-        let path = dir.join(root).join(entry.name().unwrap_or_default());
-        let res = (|| -> anyhow::Result<()> {
-            let blob = repo.find_blob(entry.id())?;
-            if let Some(p) = path.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            std::fs::write(&path, blob.content())?;
-            if entry.filemode() == 0o100755 {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-            }
-            Ok(())
-        })();
-        match res {
-            Ok(()) => git2::TreeWalkResult::Ok,
-            Err(e) => {
-                err = Some(e);
-                git2::TreeWalkResult::Abort
-            }
-        }
-    })?;
-    match err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-fn image_files(name: &str) -> [PathBuf; 2] {
-    [
-        crate::render::dockerfile_path(Path::new(""), name),
-        crate::lock::path_for(Path::new(""), name),
-    ]
-}
-
 /// Blocking git work on the run's workspace.
 async fn with_workspace<T: Send + 'static>(
     run: &ProposeRun,
     f: impl FnOnce(&crate::git::Workspace) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     crate::git::with_workspace(&run.remote_url, &run.workspace_dir, &run.auth, f).await
-}
-
-/// The prefix of a review group's proposal branch: `rebake/group/<name>`.
-pub const GROUP_BRANCH_PREFIX: &str = "rebake/group/";
-
-/// The branch an image is proposed on: `rebake/<image>`, or `rebake/group/<name>` for an image
-/// of the review group `name`.
-pub fn proposal_branch(image: &str, group: Option<&str>) -> String {
-    match group {
-        Some(group) => format!("{GROUP_BRANCH_PREFIX}{group}"),
-        None => format!("rebake/{image}"),
-    }
 }
 
 /// The images one proposal carries: an image alone, or the images of a review group.
@@ -610,35 +555,12 @@ fn units(policies: &[Policy]) -> Vec<Unit<'_>> {
             Some(unit) => unit.members.push(p),
             None => out.push(Unit {
                 group,
-                branch: proposal_branch(&p.name, group),
+                branch: crate::repo::proposal_branch(&p.name, group),
                 members: vec![p],
             }),
         }
     }
     out
-}
-
-/// The named images (all when none) and the other images of their review groups: a group is
-/// always proposed whole.
-fn select_policies(repo: &Path, images: &[String]) -> anyhow::Result<Vec<Policy>> {
-    let named = crate::app::load_repo_policies(repo, images)?;
-    let groups: BTreeSet<&str> = named
-        .iter()
-        .filter_map(|p| p.review.group.as_deref())
-        .collect();
-    if images.is_empty() || groups.is_empty() {
-        return Ok(named);
-    }
-    Ok(crate::app::load_repo_policies(repo, &[])?
-        .into_iter()
-        .filter(|p| {
-            images.contains(&p.name)
-                || p.review
-                    .group
-                    .as_deref()
-                    .is_some_and(|g| groups.contains(g))
-        })
-        .collect())
 }
 
 /// One row per image, all with the same outcome.
@@ -684,8 +606,11 @@ pub async fn propose_all<F: Forge>(
     let scratch = tempfile::tempdir()?;
     let scratch_path = scratch.path().to_path_buf();
     let export_to = scratch_path.clone();
-    with_workspace(run, move |ws| export_tree(ws.repo(), base, &export_to)).await?;
-    let policies = select_policies(&scratch_path, images)?;
+    with_workspace(run, move |ws| {
+        crate::repo::export_tree(ws.repo(), base, &export_to)
+    })
+    .await?;
+    let policies = crate::repo::policies_with_their_groups(&scratch_path, images)?;
     let mut plan = run.plan.clone();
     plan.repo = scratch_path.clone();
     let mut builder = Builder::new(plan, entries, &policies, progress.clone()).await?;
@@ -764,7 +689,7 @@ async fn branch_holds_current(
     policy: &Policy,
     head: Oid,
 ) -> anyhow::Result<bool> {
-    let files = image_files(&policy.name);
+    let files = crate::repo::image_files(&policy.name);
     let originals: Vec<Option<Vec<u8>>> = files
         .iter()
         .map(|f| std::fs::read(scratch.join(f)).ok())
@@ -804,7 +729,7 @@ fn commit_files(
 ) -> anyhow::Result<Vec<(PathBuf, Option<Vec<u8>>)>> {
     let mut changed: Vec<PathBuf> = Vec::new();
     for (policy, lock) in images {
-        changed.extend(image_files(&policy.name));
+        changed.extend(crate::repo::image_files(&policy.name));
         if let Some(digest) = lock.image.as_ref().and_then(|i| i.digest.clone()) {
             for t in &policy.deploy {
                 if let DeployTarget::Manifests(paths) = t {

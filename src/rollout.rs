@@ -169,14 +169,14 @@ async fn refusal<F: Forge>(
         return Ok(Some("cannot find the commit that brought this lock".into()));
     };
     match forge
-        .status(&head.to_string(), crate::propose::STATUS_CONTEXT)
+        .status(&head.to_string(), crate::forge::STATUS_CONTEXT)
         .await
     {
         Ok(Some(StatusState::Success)) => Ok(None),
         Ok(other) => Ok(Some(format!(
             "the proposal head {} has {} status {}",
             &head.to_string()[..12],
-            crate::propose::STATUS_CONTEXT,
+            crate::forge::STATUS_CONTEXT,
             match other {
                 None => "none".to_string(),
                 Some(s) => format!("{s:?}").to_lowercase(),
@@ -221,10 +221,10 @@ pub async fn deploy_commit<F: Forge>(
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path().to_path_buf();
     with_workspace(run, move |ws| {
-        crate::propose::export_tree(ws.repo(), commit, &dir)
+        crate::repo::export_tree(ws.repo(), commit, &dir)
     })
     .await?;
-    let policies: Vec<Policy> = crate::app::load_repo_policies(scratch.path(), images)?
+    let policies: Vec<Policy> = crate::repo::policies(scratch.path(), images)?
         .into_iter()
         .filter(|p| run.group.is_none() || p.review.group == run.group)
         .collect();

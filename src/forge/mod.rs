@@ -10,6 +10,10 @@ pub mod github;
 pub mod http;
 pub mod plain;
 
+/// The commit status context rebake sets on a proposal's head: its tests' result, which the
+/// deploy stage checks before it deploys a merged proposal.
+pub const STATUS_CONTEXT: &str = "rebake/test";
+
 /// Where a proposal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -353,12 +353,13 @@ fn scan_schedules_follow_the_default_branch() {
     use rebake::server::{ScanSchedule, ScanScope};
     let ops = crate::support::gitops::ticker_gitops("rebake-e2e-schedules-unused");
     let state = ops.dir.path().join("state");
-    let ctx = rebake::app::Context {
+    let ctx = rebake::commands::Context {
         repo: ops.clone.clone(),
         config: None,
         state_dir: Some(state),
     };
-    let schedules = |ctx| runtime().block_on(rebake::app::scan_schedules_at_default_branch(ctx));
+    let schedules =
+        |ctx| runtime().block_on(rebake::commands::scan_schedules_at_default_branch(ctx));
     let default_scan = rebake::config::CronSchedule::parse("7 * * * *").unwrap();
     assert_eq!(
         schedules(&ctx).unwrap(),
@@ -378,7 +379,7 @@ fn scan_schedules_follow_the_default_branch() {
     // The workspace is fetched by each propose run; here by hand.
     let config = rebake::config::Config::default();
     let c = runtime()
-        .block_on(rebake::app::connect_forge(
+        .block_on(rebake::commands::connect_forge(
             &ctx,
             &config,
             &ctx.state_dir.clone().unwrap(),
@@ -415,8 +416,8 @@ fn a_scheduled_scan_proposes_and_reports_the_schedules() {
     use rebake::server::{Jobs, ScanScope};
     let (state, _guard) = shared_state();
     let ops = ticker_gitops("rebake-e2e-scheduled-scan-unused");
-    let jobs = rebake::app::ServiceJobs {
-        ctx: rebake::app::Context {
+    let jobs = rebake::commands::ServiceJobs {
+        ctx: rebake::commands::Context {
             repo: ops.clone.clone(),
             config: None,
             state_dir: Some(state.to_path_buf()),

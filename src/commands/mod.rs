@@ -1,0 +1,130 @@
+//! Command entry points: each takes a plain request, does the work through the stage modules
+//! and prints its result. `main.rs` only parses arguments and maps the exit code.
+
+use crate::config::Config;
+use crate::debian::archive::Fetcher;
+use crate::debian::sources::{self, SourceEntry};
+use crate::debian::status;
+use crate::lock::{self, Lock};
+use crate::output::Progress;
+use crate::plan::{self, Inventory};
+use crate::security::{read_location, Tracker};
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::path::{Path, PathBuf};
+
+pub mod build;
+pub mod check;
+pub mod connect;
+pub mod deploy;
+pub mod propose;
+pub mod render;
+pub mod run;
+pub mod scan;
+pub mod serve;
+
+pub use build::{build, BuildRequest};
+pub use check::check;
+pub use connect::{connect_forge, Connection};
+use deploy::deploy_on;
+pub use deploy::{deploy, deploy_async, DeployRequest};
+use propose::propose_on;
+pub use propose::{propose, propose_async, ProposeRequest};
+pub use render::{render, RenderRequest};
+pub use run::{embedded_default_repo, run_once, RunRequest, EMBEDDED_DEFAULT};
+pub use scan::{inventories_from_repo, scan, ScanRequest, EXIT_UPDATES_FOUND};
+pub use serve::{scan_schedules, scan_schedules_at_default_branch, serve, ServiceJobs};
+
+/// What every command knows: where the repository, config and state are.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub repo: PathBuf,
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+impl Context {
+    /// The config: `--config FILE`, else `<repo>/rebake.yaml` when present, else defaults.
+    pub fn load_config(&self) -> Result<Config> {
+        let path = match &self.config {
+            Some(p) => Some(p.clone()),
+            None => Some(self.repo.join("rebake.yaml")).filter(|p| p.exists()),
+        };
+        match path {
+            Some(p) => crate::config::load(&p).map_err(crate::repo::diagnostics_error),
+            None => Ok(Config::default()),
+        }
+    }
+
+    pub fn state_dir(&self, config: &Config) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| config.state_dir.clone())
+    }
+}
+
+/// The archive sources: `--sources`, else rebake.yaml's, else the host's apt sources.
+pub fn load_sources(explicit: Option<&Path>, config: &Config) -> Result<Vec<SourceEntry>> {
+    let mut entries = match explicit.or(config.sources.as_deref()) {
+        Some(p) => sources::read_file(p)?,
+        None => sources::read_host()?,
+    };
+    // rebake.yaml's keyring replaces the default for sources that name none.
+    if let Some(k) = &config.keyring {
+        let default = sources::SignedBy::Files(vec![sources::DEFAULT_KEYRING.into()]);
+        for e in entries.iter_mut().filter(|e| e.signed_by == default) {
+            e.signed_by = sources::SignedBy::Files(vec![k.clone()]);
+        }
+    }
+    Ok(entries)
+}
+
+/// Loads the tracker JSON and advisory lists, when any are configured.
+pub async fn load_tracker(json: Option<&str>, lists: &[String]) -> Result<Option<Tracker>> {
+    if json.is_none() && lists.is_empty() {
+        return Ok(None);
+    }
+    let mut tracker = match json {
+        Some(loc) => Tracker::from_json(&read_location(loc).await?)
+            .with_context(|| format!("security tracker {loc}"))?,
+        None => Tracker::default(),
+    };
+    for loc in lists {
+        let bytes = read_location(loc).await?;
+        tracker
+            .add_advisory_list(&String::from_utf8_lossy(&bytes))
+            .with_context(|| format!("advisory list {loc}"))?;
+    }
+    Ok(Some(tracker))
+}
+
+/// The tracker the command line names (`json`, extra advisory lists) or else rebake.yaml's;
+/// rebake.yaml's advisory lists always count.
+pub async fn tracker_from(
+    config: &Config,
+    json: Option<&str>,
+    extra_lists: &[String],
+) -> Result<Option<Tracker>> {
+    let configured = config.security_tracker.as_ref();
+    let json = json
+        .map(str::to_string)
+        .or_else(|| configured.and_then(|t| t.json.clone()));
+    let mut lists = extra_lists.to_vec();
+    if let Some(t) = configured {
+        lists.extend(t.dsa_list.iter().cloned());
+        lists.extend(t.dla_list.iter().cloned());
+    }
+    load_tracker(json.as_deref(), &lists).await
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

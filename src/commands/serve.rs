@@ -1,0 +1,193 @@
+//! `rebake serve`: the service, and the jobs it runs (a scan is a propose run; a merged
+//! proposal is deployed at its merge commit).
+
+use super::*;
+
+/// The service's jobs: a scan is a propose run; a merged proposal is deployed at its merge
+/// commit and the result commented on it.
+pub struct ServiceJobs {
+    pub ctx: Context,
+}
+
+impl crate::server::Jobs for ServiceJobs {
+    async fn scan(&self, scope: crate::server::ScanScope) -> Result<crate::server::ScanSummary> {
+        use crate::propose::Action;
+        let req = ProposeRequest {
+            images: scope.names(),
+            sources: None,
+            no_push: false,
+            format: OutputFormat::Human,
+        };
+        // One forge connection for the whole job (a GitHub App mints one token).
+        let config = self.ctx.load_config()?;
+        let entries = load_sources(None, &config)?;
+        let state_dir = self.ctx.state_dir(&config);
+        let c = connect_forge(&self.ctx, &config, &state_dir).await?;
+        let results = propose_on(&self.ctx, &c, &config, &state_dir, &entries, &req).await?;
+        // Polling fallback for a missed merge webhook: deploy what the default branch's locks
+        // record now (targets already running it are left alone).
+        let deploy = DeployRequest {
+            images: scope.names(),
+            commit: None,
+            format: OutputFormat::Human,
+        };
+        for r in deploy_on(&c, &config, &state_dir, &deploy, None).await? {
+            if !r.ok() {
+                tracing::warn!(
+                    "scheduled deploy of {} did not succeed: {:?}",
+                    r.image,
+                    r.refused
+                );
+            }
+        }
+        // Policies may have changed on the default branch: their schedules with them.
+        let schedules = match scan_schedules_on(&c, &config).await {
+            Ok(schedules) => Some(schedules),
+            Err(e) => {
+                tracing::warn!("keeping the scan schedules: {e:#}");
+                None
+            }
+        };
+        let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated);
+        Ok(crate::server::ScanSummary {
+            schedules,
+            findings: results
+                .iter()
+                .filter(|r| !matches!(r.action, Action::Current))
+                .count() as u64,
+            builds: results.iter().filter(|r| changed(&r.action)).count() as u64,
+            // A review group's images share one proposal.
+            proposals: results
+                .iter()
+                .filter(|r| changed(&r.action))
+                .map(|r| crate::repo::proposal_branch(&r.image, r.group.as_deref()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as u64,
+        })
+    }
+
+    async fn deploy(&self, merged: crate::server::MergedProposal) -> Result<()> {
+        use crate::forge::Forge;
+        let (images, group) = crate::repo::merged_selection(&merged.head_branch);
+        let req = DeployRequest {
+            images,
+            commit: Some(merged.merge_commit.clone()),
+            format: OutputFormat::Human,
+        };
+        let config = self.ctx.load_config()?;
+        let state_dir = self.ctx.state_dir(&config);
+        let c = connect_forge(&self.ctx, &config, &state_dir).await?;
+        let results = deploy_on(&c, &config, &state_dir, &req, group).await?;
+        for r in &results {
+            // The deployment record on the merged proposal (plain git: the deployments log).
+            if merged.number > 0 {
+                if let Err(e) = c
+                    .forge
+                    .comment(merged.number, &crate::rollout::comment(r))
+                    .await
+                {
+                    tracing::warn!("cannot comment on proposal {}: {e}", merged.number);
+                }
+            }
+        }
+        if results.iter().all(|r| r.ok()) {
+            Ok(())
+        } else {
+            anyhow::bail!("deploy of {} did not succeed", merged.head_branch)
+        }
+    }
+}
+
+/// [`scan_schedules`] as the policies on the GitOps repository's default branch say (the
+/// workspace as the last propose run fetched it).
+pub async fn scan_schedules_at_default_branch(
+    ctx: &Context,
+) -> Result<Vec<crate::server::ScanSchedule>> {
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    let c = connect_forge(ctx, &config, &state_dir).await?;
+    scan_schedules_on(&c, &config).await
+}
+
+/// [`scan_schedules_at_default_branch`] through an open forge connection.
+async fn scan_schedules_on(
+    c: &Connection,
+    config: &Config,
+) -> Result<Vec<crate::server::ScanSchedule>> {
+    let scratch = tempfile::tempdir()?;
+    let to = scratch.path().to_path_buf();
+    crate::git::with_workspace(&c.remote_url, &c.workspace_dir, &c.auth, move |ws| {
+        let branch = ws.default_branch()?;
+        let head = ws
+            .remote_head(&branch)?
+            .ok_or_else(|| anyhow!("the remote has no branch {branch}"))?;
+        crate::repo::export_tree(ws.repo(), head, &to)
+    })
+    .await?;
+    scan_schedules(config, scratch.path())
+}
+
+/// What the service scans when: rebake.yaml's `schedule.scan` every image, and each policy's
+/// own `schedule` its image (at start from `repo`'s policies; after each scan from the default
+/// branch's).
+pub fn scan_schedules(config: &Config, repo: &Path) -> Result<Vec<crate::server::ScanSchedule>> {
+    use crate::server::{ScanSchedule, ScanScope};
+    let mut schedules = vec![ScanSchedule {
+        cron: config.schedule.scan.clone(),
+        scope: ScanScope::All,
+    }];
+    for policy in crate::repo::policies(repo, &[])? {
+        if let Some(cron) = policy.schedule {
+            schedules.push(ScanSchedule {
+                cron,
+                scope: ScanScope::images([policy.name]),
+            });
+        }
+    }
+    Ok(schedules)
+}
+
+/// `rebake serve --listen ADDR`: webhooks, metrics, and scans on the configured schedule,
+/// until SIGINT/SIGTERM.
+pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!(
+            "rebake serve: listening on {} (POST /webhook/github, /webhook/gitea; GET /healthz, /metrics)",
+            listener.local_addr()?
+        );
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::server::serve(
+            listener,
+            crate::server::ServeConfig {
+                secret_env: config.webhook.secret_env.clone(),
+                state_dir,
+                schedules: scan_schedules(&config, &ctx.repo)?,
+                deploys_from: config.forge.as_ref().and_then(|f| {
+                    f.repository
+                        .as_ref()
+                        .map(|slug| crate::server::DeploysFrom {
+                            repository: format!("{}/{}", slug.owner, slug.name),
+                            branch: f.default_branch.clone(),
+                        })
+                }),
+            },
+            std::sync::Arc::new(ServiceJobs { ctx: ctx.clone() }),
+            shutdown,
+        )
+        .await
+    })?;
+    Ok(0)
+}
