@@ -34,6 +34,22 @@ pub struct BuildPlan {
     pub no_cache: bool,
     /// `org.opencontainers.image.source`, when the forge is known.
     pub source_url: Option<String>,
+    /// The git repository (its directory) and the commit the build is made from: the image's
+    /// `org.opencontainers.image.revision` is the commit its inputs last changed in there.
+    pub git: Option<(PathBuf, git2::Oid)>,
+}
+
+impl BuildPlan {
+    /// `org.opencontainers.image.revision` for `image`: read through git2 from the commit the
+    /// build is made from, so that a build of a proposal commit labels its image as the
+    /// proposal's build did.
+    fn revision(&self, image: &str) -> Option<String> {
+        let (dir, commit) = self.git.as_ref()?;
+        let repo = git2::Repository::open(dir).ok()?;
+        crate::repo::inputs_revision(&repo, *commit, image)
+            .ok()
+            .map(|id| id.to_string())
+    }
 }
 
 type Key = (String, String);
@@ -251,19 +267,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// `git rev-parse HEAD` of the repository, when it is a git checkout.
-fn git_revision(repo: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 async fn build_one(
     plan: &BuildPlan,
     docker: &Docker,
@@ -342,7 +345,7 @@ async fn build_one(
     if let Some(src) = &plan.source_url {
         labels.insert("org.opencontainers.image.source".to_string(), src.clone());
     }
-    if let Some(rev) = git_revision(&plan.repo) {
+    if let Some(rev) = plan.revision(name) {
         labels.insert("org.opencontainers.image.revision".to_string(), rev);
     }
     labels.insert("dev.rebake.policy".to_string(), name.clone());

@@ -613,6 +613,8 @@ pub async fn propose_all<F: Forge>(
     let policies = crate::repo::policies_with_their_groups(&scratch_path, images)?;
     let mut plan = run.plan.clone();
     plan.repo = scratch_path.clone();
+    // Built from the default branch's head, as exported.
+    plan.git = Some((run.workspace_dir.clone(), base));
     let mut builder = Builder::new(plan, entries, &policies, progress.clone()).await?;
     let mut results = Vec::new();
     let mut opened = 0u32;

@@ -19,23 +19,16 @@ pub fn build(ctx: &Context, req: BuildRequest) -> Result<u8> {
     let entries = load_sources(req.sources.as_deref(), &config)?;
     let policies = crate::repo::policies(&ctx.repo, &req.images)?;
     let state_dir = ctx.state_dir(&config);
+    let mut plan = build_plan(&ctx.repo, &config, &state_dir, req.no_push);
+    plan.force = req.force;
+    plan.no_cache = req.no_cache;
+    // The checkout's HEAD is what the images are built from.
+    plan.git = git2::Repository::discover(&ctx.repo).ok().and_then(|r| {
+        let head = r.head().ok()?.peel_to_commit().ok()?.id();
+        Some((r.path().to_path_buf(), head))
+    });
     let results = runtime()?.block_on(crate::pipeline::build_all(
-        &crate::pipeline::BuildPlan {
-            repo: ctx.repo.clone(),
-            state_dir,
-            engine_host: config.engine.host.clone(),
-            registry: if req.no_push {
-                None
-            } else {
-                config.registry.clone()
-            },
-            force: req.force,
-            no_cache: req.no_cache,
-            source_url: config.forge.as_ref().map(|f| match &f.repository {
-                Some(r) => format!("{}/{r}", f.url.trim_end_matches('/')),
-                None => f.url.clone(),
-            }),
-        },
+        &plan,
         &entries,
         &policies,
         Progress::auto(false),

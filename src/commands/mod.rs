@@ -7,6 +7,7 @@ use crate::debian::sources::{self, SourceEntry};
 use crate::debian::status;
 use crate::lock::{self, Lock};
 use crate::output::Progress;
+use crate::pipeline::BuildPlan;
 use crate::plan::{self, Inventory};
 use crate::security::{read_location, Tracker};
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -127,4 +128,26 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// The one build plan of every command that builds (`build`, `propose`, `run`, the service):
+/// the same labels and settings whichever builds, so their images agree.
+pub fn build_plan(repo: &Path, config: &Config, state_dir: &Path, no_push: bool) -> BuildPlan {
+    BuildPlan {
+        repo: repo.to_path_buf(),
+        state_dir: state_dir.to_path_buf(),
+        engine_host: config.engine.host.clone(),
+        registry: if no_push {
+            None
+        } else {
+            config.registry.clone()
+        },
+        force: false,
+        no_cache: false,
+        source_url: config.forge.as_ref().map(|f| match &f.repository {
+            Some(r) => format!("{}/{r}", f.url.trim_end_matches('/')),
+            None => f.url.clone(),
+        }),
+        git: None,
+    }
 }

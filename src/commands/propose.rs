@@ -38,19 +38,7 @@ pub(super) async fn propose_on(
         auth: c.auth.clone(),
         identity: crate::git::Identity::new(&config.git.author_name, &config.git.author_email),
         workspace_dir: c.workspace_dir.clone(),
-        plan: crate::pipeline::BuildPlan {
-            repo: ctx.repo.clone(),
-            state_dir: state_dir.to_path_buf(),
-            engine_host: config.engine.host.clone(),
-            registry: if req.no_push {
-                None
-            } else {
-                config.registry.clone()
-            },
-            force: false,
-            no_cache: false,
-            source_url: config.forge.as_ref().map(|f| f.url.clone()),
-        },
+        plan: build_plan(&ctx.repo, config, state_dir, req.no_push),
         tracker,
     };
     crate::propose::propose_all(&run, &c.forge, entries, &req.images, Progress::auto(false)).await
