@@ -1,9 +1,28 @@
 //! Cron schedules: when `rebake serve` scans (rebake.yaml's `schedule.scan`, a policy's
 //! `schedule`).
+//!
+//! The `croner` crate parses the expressions and finds the times they fire. This wrapper keeps
+//! the form rebake documents and checks:
+//! - exactly five fields and the nicknames `@hourly`, `@daily` (`@midnight`), `@weekly`,
+//!   `@monthly`; croner's extensions (`L`, `W`, `#`, `?`, a `+` before the day of week, seconds
+//!   and years, `@yearly`) are refused, and so are names outside their field;
+//! - `5/15` means "from 5 to the end, every 15" (croner calls that a sloppy range);
+//! - the day rule of Vixie cron: when both day fields are restricted, a day matching either
+//!   counts; a field that starts with `*` (like `*/2`) is not restricted. croner takes only a
+//!   bare `*` as unrestricted, so `0 0 */2 * 1` would fire on odd days *or* Mondays there; the
+//!   wrapper asks croner for both (odd Mondays), as Vixie cron does;
+//! - errors name the field; no fire time is looked for beyond five years.
+//!
+//! Where this differs from rebake's own parser before croner: a range that ends on Sunday by
+//! name (`mon-sun`) is now accepted (croner reads that `sun` as 7); a `+` before a number
+//! (`+5`, which Rust's number parsing took) and a step over 65535 are refused.
 
 use std::fmt;
 
-use chrono::{Datelike, Duration, NaiveDateTime, Timelike};
+use chrono::{Duration, NaiveDateTime, Timelike};
+use croner::errors::CronError;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
 use serde::Serialize;
 
 /// A five-field cron expression (minute hour day-of-month month day-of-week), or one of
@@ -12,14 +31,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronSchedule {
     expression: String,
-    minutes: u64,
-    hours: u64,
-    days_of_month: u64,
-    months: u64,
-    days_of_week: u64,
-    /// cron's rule: when both day fields are restricted, a day matching either one counts.
-    day_of_month_any: bool,
-    day_of_week_any: bool,
+    cron: Cron,
 }
 
 impl Serialize for CronSchedule {
@@ -34,10 +46,51 @@ impl fmt::Display for CronSchedule {
     }
 }
 
-const MONTH_NAMES: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+/// One of the five fields, for checking its syntax and naming it in errors.
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [&'static str],
+}
+
+const FIELDS: [Field; 5] = [
+    Field {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    Field {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    Field {
+        name: "day of month",
+        min: 1,
+        max: 31,
+        names: &[],
+    },
+    Field {
+        name: "month",
+        min: 1,
+        max: 12,
+        names: &[
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ],
+    },
+    Field {
+        name: "day of week",
+        min: 0,
+        max: 7,
+        names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    },
 ];
-const DAY_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+/// How far ahead [`CronSchedule::next_after`] looks.
+const HORIZON_DAYS: i64 = 5 * 366;
 
 impl CronSchedule {
     /// Parses an expression; the error says which field is wrong and why.
@@ -53,23 +106,40 @@ impl CronSchedule {
         if fields.len() != 5 {
             return Err(format!("it has {} fields, cron needs 5", fields.len()));
         }
-        let minutes = parse_cron_field(fields[0], "minute", 0, 59, &[])?;
-        let hours = parse_cron_field(fields[1], "hour", 0, 23, &[])?;
-        let days_of_month = parse_cron_field(fields[2], "day of month", 1, 31, &[])?;
-        let months = parse_cron_field(fields[3], "month", 1, 12, &MONTH_NAMES)?;
-        let mut days_of_week = parse_cron_field(fields[4], "day of week", 0, 7, &DAY_NAMES)?;
-        if days_of_week & (1 << 7) != 0 {
-            days_of_week = (days_of_week | 1) & !(1 << 7); // 7 is Sunday too
+        for (text, field) in fields.iter().zip(&FIELDS) {
+            check_syntax(text, field)?;
         }
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .sloppy_ranges(true)
+            .dom_and_dow(fields[2].starts_with('*') || fields[4].starts_with('*'))
+            .build();
+        let cron = parser.parse(&fields.join(" ")).map_err(|error| {
+            // croner does not say which field it refused: find it by parsing each alone.
+            let wrong = (0..5).find_map(|i| {
+                let mut alone = ["*"; 5];
+                alone[i] = fields[i];
+                parser.parse(&alone.join(" ")).err().map(|e| (i, e))
+            });
+            match wrong {
+                Some((i, e)) => {
+                    let field = &FIELDS[i];
+                    format!(
+                        "{} field: '{}' {}; it takes {} to {}",
+                        field.name,
+                        fields[i],
+                        reason(&e),
+                        field.min,
+                        field.max
+                    )
+                }
+                None => reason(&error),
+            }
+        })?;
         Ok(CronSchedule {
             expression: expression.trim().to_string(),
-            minutes,
-            hours,
-            days_of_month,
-            months,
-            days_of_week,
-            day_of_month_any: fields[2].starts_with('*'),
-            day_of_week_any: fields[4].starts_with('*'),
+            cron,
         })
     }
 
@@ -79,91 +149,69 @@ impl CronSchedule {
 
     /// Whether the schedule fires in the minute of `time`.
     pub fn matches(&self, time: &NaiveDateTime) -> bool {
-        let bit = |set: u64, n: u32| set & (1 << n) != 0;
-        bit(self.minutes, time.minute())
-            && bit(self.hours, time.hour())
-            && bit(self.months, time.month())
-            && self.day_matches(time)
-    }
-
-    fn day_matches(&self, time: &NaiveDateTime) -> bool {
-        let dom = self.days_of_month & (1 << time.day()) != 0;
-        let dow = self.days_of_week & (1 << time.weekday().num_days_from_sunday()) != 0;
-        match (self.day_of_month_any, self.day_of_week_any) {
-            (false, false) => dom || dow,
-            _ => dom && dow,
-        }
+        let minute = time.with_second(0).and_then(|t| t.with_nanosecond(0));
+        minute.is_some_and(|t| self.cron.is_time_matching(&t).unwrap_or(false))
     }
 
     /// The first minute strictly after `time` at which the schedule fires; None if there is
     /// none within five years (like "31 of February").
     pub fn next_after(&self, time: &NaiveDateTime) -> Option<NaiveDateTime> {
-        let start = time.date().and_hms_opt(time.hour(), time.minute(), 0)? + Duration::minutes(1);
-        let limit = start + Duration::days(5 * 366);
-        let mut t = start;
-        while t < limit {
-            if self.months & (1 << t.month()) == 0 || !self.day_matches(&t) {
-                t = t.date().succ_opt()?.and_hms_opt(0, 0, 0)?;
-            } else if self.hours & (1 << t.hour()) == 0 {
-                t = t.date().and_hms_opt(t.hour(), 0, 0)? + Duration::hours(1);
-            } else if self.minutes & (1 << t.minute()) == 0 {
-                t += Duration::minutes(1);
-            } else {
-                return Some(t);
-            }
-        }
-        None
+        let minute = time.with_second(0)?.with_nanosecond(0)?;
+        let limit = minute + Duration::minutes(1) + Duration::days(HORIZON_DAYS);
+        // croner gives up (an error) at its own limit, the year 5000: for a date that never
+        // comes, like 31 February, that search takes some tens of milliseconds.
+        let next = self.cron.find_next_occurrence(&minute, false).ok()?;
+        (next < limit).then_some(next)
     }
 }
 
-fn parse_cron_field(
-    field: &str,
-    what: &str,
-    min: u32,
-    max: u32,
-    names: &[&str],
-) -> Result<u64, String> {
-    let number = |text: &str| -> Result<u32, String> {
-        let lower = text.to_ascii_lowercase();
-        let value = match names.iter().position(|n| *n == lower) {
-            Some(i) => i as u32 + min,
-            None => text
-                .parse::<u32>()
-                .map_err(|_| format!("{what} field: '{text}' is not a number"))?,
-        };
-        if value < min || value > max {
-            return Err(format!("{what} field: {value} is out of range {min}-{max}"));
-        }
-        Ok(value)
+/// Refuses what croner would accept beyond rebake's form (see the module's documentation):
+/// each comma-separated part must be `*`, a number or name, or a range of two, with an
+/// optional `/step`. Values, ranges and steps are croner's to check.
+fn check_syntax(text: &str, field: &Field) -> Result<(), String> {
+    let is_value = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            || field.names.contains(&s.to_ascii_lowercase().as_str())
     };
-    let mut set = 0u64;
-    for part in field.split(',') {
+    for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((range, step)) => {
-                let step: u32 = step.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
-                    format!("{what} field: step '{step}' is not a positive number")
-                })?;
-                (range, step)
+            Some((range, step)) => (range, Some(step)),
+            None => (part, None),
+        };
+        if let Some(step) = step {
+            if step.is_empty() || !step.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "{} field: step '{step}' is not a positive number",
+                    field.name
+                ));
             }
-            None => (part, 1),
-        };
-        let (low, high) = if range == "*" {
-            (min, max)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (number(a)?, number(b)?)
-        } else {
-            let start = number(range)?;
-            // "5/15" means from 5 to the end, in steps.
-            (start, if part.contains('/') { max } else { start })
-        };
-        if low > high {
-            return Err(format!("{what} field: range {low}-{high} is backwards"));
         }
-        for value in (low..=high).step_by(step as usize) {
-            set |= 1 << value;
+        if range == "*" {
+            continue;
+        }
+        let bad = match range.split_once('-') {
+            Some((low, high)) => [low, high].into_iter().find(|s| !is_value(s)),
+            None => (!is_value(range)).then_some(range),
+        };
+        if let Some(bad) = bad {
+            return Err(format!("{} field: '{bad}' is not a number", field.name));
         }
     }
-    Ok(set)
+    Ok(())
+}
+
+/// croner's reason for refusing a field, as the end of a sentence.
+fn reason(error: &CronError) -> String {
+    let text = match error {
+        CronError::ComponentError(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]
