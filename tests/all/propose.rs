@@ -626,3 +626,50 @@ fn change_template(ops: &GitOps, description: &str) {
     );
     git(&ops.clone, &["push", "-q", "origin", "main"]);
 }
+
+/// A reviewer follows the proposal's "Reproduce locally" steps in their own clone: the build of
+/// the proposal commit gives the proposal's image id (same base, same Dockerfile, same labels —
+/// the revision label is the commit the image's inputs last changed in, not the checkout's).
+#[test]
+fn rebuilding_the_proposal_commit_gives_the_proposed_image_id() {
+    let ops = ticker_gitops("rebake-reproduce-ticker");
+    let (state, _guard) = shared_state();
+    let proposed = crate::support::gitops::rebake(&ops, state, &["propose", "--no-push"], &[]);
+    assert_eq!(action(&proposed, "ticker"), "opened", "{}", text(&proposed));
+    let head = branch_head(&ops.bare, "rebake/ticker").expect("branch pushed");
+    let body = git(&ops.bare, &["log", "-1", "--format=%B", &head]);
+    let steps = "git fetch origin rebake/ticker && git checkout FETCH_HEAD\n\
+                 rebake build ticker --no-push --force\n";
+    assert!(body.contains(steps), "{body}");
+    let proposed_lock = git(
+        &ops.bare,
+        &["show", &format!("{head}:images/ticker/rebake.lock")],
+    );
+    let proposed_lock =
+        rebake::lock::Lock::parse(&proposed_lock, std::path::Path::new("rebake.lock")).unwrap();
+    let proposed_id = proposed_lock.image.expect("image").id;
+
+    git(&ops.clone, &["fetch", "-q", "origin", "rebake/ticker"]);
+    git(&ops.clone, &["checkout", "-q", "FETCH_HEAD"]);
+    let rebuilt = crate::support::gitops::rebake(
+        &ops,
+        state,
+        &[
+            "build",
+            "ticker",
+            "--no-push",
+            "--force",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt));
+    let rows: serde_json::Value = serde_json::from_slice(&rebuilt.stdout).unwrap();
+    assert_eq!(rows[0]["result"], "built", "{rows}");
+    assert_eq!(
+        rows[0]["image_id"].as_str(),
+        Some(proposed_id.as_str()),
+        "the rebuild of the proposal commit differs from the proposed image"
+    );
+}
