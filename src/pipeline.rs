@@ -77,6 +77,8 @@ pub struct Builder {
     docker: Docker,
     releases: BTreeMap<Key, Release>,
     progress: Progress,
+    /// Names the CVEs and advisories of what changes, when a tracker is configured.
+    tracker: Option<std::sync::Arc<crate::security::Tracker>>,
 }
 
 impl Builder {
@@ -111,11 +113,32 @@ impl Builder {
             docker,
             releases,
             progress,
+            tracker: None,
         })
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    pub fn set_tracker(&mut self, tracker: Option<std::sync::Arc<crate::security::Tracker>>) {
+        self.tracker = tracker;
+    }
+
+    /// What changes from `old` (the default branch's lock; None: a first build) to `new`, and
+    /// what that fixes: the plan stage's answer against the policy's verified index.
+    pub fn changes(
+        &self,
+        policy: &Policy,
+        old: Option<&Lock>,
+        new: &Lock,
+    ) -> Result<Vec<crate::plan::Change>> {
+        Ok(crate::plan::changes(
+            old,
+            new,
+            self.index(policy)?,
+            self.tracker.as_deref(),
+        ))
     }
 
     /// Where the stages of each image are shown.

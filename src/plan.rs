@@ -6,10 +6,11 @@ use crate::debian::candidate::candidate;
 use crate::debian::index::{ReleaseIndex, SuiteMeta};
 use crate::debian::sources::{suites_for_release, SourceEntry};
 use crate::debian::status::InstalledPackage;
+use crate::lock::Lock;
 use crate::security::{CveFix, Tracker};
 use anyhow::Result;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The version of the JSON report; bump on incompatible change (docs/scan-report.schema.json).
 pub const SCAN_SCHEMA: &str = "rebake.scan/v1";
@@ -82,6 +83,37 @@ impl ScanReport {
     pub fn finding_count(&self) -> usize {
         self.images.iter().map(|i| i.findings.len()).sum()
     }
+}
+
+/// An installed package with a newer candidate in the verified index, whatever kind of update
+/// it is: what the built-in `current` test refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    pub package: String,
+    pub installed: String,
+    pub candidate: String,
+    /// The suites carrying the candidate.
+    pub suites: Vec<String>,
+}
+
+/// Every installed package that has a newer candidate in `index` (apt's rule, as the scan).
+pub fn stale_packages(index: &ReleaseIndex, installed: &[InstalledPackage]) -> Vec<Stale> {
+    installed
+        .iter()
+        .filter_map(|pkg| {
+            let c = candidate(index, pkg)?;
+            Some(Stale {
+                package: pkg.name.clone(),
+                installed: pkg.version.clone(),
+                candidate: c.version.to_string(),
+                suites: c
+                    .suites
+                    .iter()
+                    .filter_map(|&s| index.suites.get(s).map(|m| m.suite.clone()))
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 /// Scans one inventory against a verified release index.
@@ -315,5 +347,87 @@ pub fn render_table(report: &ScanReport) -> String {
         }
         out.push('\n');
     }
+    out
+}
+
+/// One source package whose version differs between the default branch's lock and the new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub source: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// The suite the new version comes from, when the index has it.
+    pub suite: Option<String>,
+    pub security: bool,
+    pub binaries: Vec<String>,
+    pub cves: Vec<CveFix>,
+    pub advisories: Vec<String>,
+}
+
+/// The source-package changes from `old` (None: first build) to `new`.
+pub fn changes(
+    old: Option<&Lock>,
+    new: &Lock,
+    index: &ReleaseIndex,
+    tracker: Option<&Tracker>,
+) -> Vec<Change> {
+    let sources = |l: &Lock| -> BTreeMap<String, (String, BTreeSet<String>)> {
+        let mut m: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+        for p in &l.packages {
+            let e = m
+                .entry(p.source.clone())
+                .or_insert_with(|| (p.source_version.clone(), BTreeSet::new()));
+            e.1.insert(p.name.clone());
+        }
+        m
+    };
+    let before = old.map(sources).unwrap_or_default();
+    let after = sources(new);
+    let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let o = before.get(name);
+        let n = after.get(name);
+        let (ov, nv) = (o.map(|x| x.0.clone()), n.map(|x| x.0.clone()));
+        if ov == nv {
+            continue;
+        }
+        let binaries: Vec<String> = n
+            .or(o)
+            .map(|x| x.1.iter().cloned().collect())
+            .unwrap_or_default();
+        // Which suites carry the new source version (any of its binaries will do).
+        let mut suite = None;
+        let mut security = false;
+        if let Some(nv) = &nv {
+            for b in &binaries {
+                for a in index.versions(b) {
+                    if &a.source == name && &a.source_version == nv {
+                        let meta = &index.suites[a.suite];
+                        if meta.security || suite.is_none() {
+                            suite = Some(meta.suite.clone());
+                        }
+                        security |= meta.security;
+                    }
+                }
+            }
+        }
+        let fixes = match (tracker, &ov, &nv) {
+            (Some(t), Some(ov), Some(nv)) => t.fixes(name, &new.suite, ov, nv),
+            _ => Default::default(),
+        };
+        out.push(Change {
+            source: name.clone(),
+            old: ov,
+            new: nv,
+            suite,
+            security,
+            binaries,
+            cves: fixes.cves,
+            advisories: fixes.advisories,
+        });
+    }
+    // Security first, then by name: the order a reviewer reads.
+    out.sort_by(|a, b| b.security.cmp(&a.security).then(a.source.cmp(&b.source)));
     out
 }

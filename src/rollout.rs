@@ -112,29 +112,6 @@ fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
     Ok(())
 }
 
-/// The markdown comment a merged proposal gets.
-pub fn comment(r: &ImageRollout) -> String {
-    let mut s = format!(
-        "rebake deployed `{}` at {} (commit {}):\n\n| target | result | from | time |\n|---|---|---|---|\n",
-        r.image_ref.as_deref().unwrap_or("?"),
-        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
-        &r.commit[..r.commit.len().min(12)]
-    );
-    for t in &r.targets {
-        s.push_str(&format!(
-            "| {} | {} | {} | {:.1} s |\n",
-            t.target,
-            t.result.word(),
-            t.from.as_deref().unwrap_or("-"),
-            t.duration.as_secs_f64()
-        ));
-    }
-    if let Some(why) = &r.refused {
-        s.push_str(&format!("\nRefused: {why}\n"));
-    }
-    s
-}
-
 /// Checks an image's lock may be deployed; the reason when not.
 async fn refusal<F: Forge>(
     docker: &bollard::Docker,

@@ -35,7 +35,6 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::debian::candidate::candidate;
 use crate::debian::index::ReleaseIndex;
 use crate::debian::status::InstalledPackage;
 use crate::lock::{TestResult, TestSummary};
@@ -485,23 +484,18 @@ pub fn current_check(installed: &[InstalledPackage], index: Option<&ReleaseIndex
             reason: Some("skipped: no verified archive index to compare with".to_string()),
         };
     };
-    let mut stale = Vec::new();
-    for pkg in installed {
-        if let Some(c) = candidate(index, pkg) {
-            let suites: Vec<&str> = c
-                .suites
-                .iter()
-                .filter_map(|&s| index.suites.get(s).map(|m| m.suite.as_str()))
-                .collect();
-            stale.push(format!(
+    let stale: Vec<String> = crate::plan::stale_packages(index, installed)
+        .iter()
+        .map(|s| {
+            format!(
                 "{} {} -> {} ({})",
-                pkg.name,
-                pkg.version,
-                c.version,
-                suites.join(", ")
-            ));
-        }
-    }
+                s.package,
+                s.installed,
+                s.candidate,
+                s.suites.join(", ")
+            )
+        })
+        .collect();
     if stale.is_empty() {
         TestOutcome::pass(CURRENT_TEST, started.elapsed(), String::new())
     } else {

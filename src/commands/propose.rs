@@ -32,7 +32,9 @@ pub(super) async fn propose_on(
     entries: &[crate::debian::sources::SourceEntry],
     req: &ProposeRequest,
 ) -> Result<Vec<crate::propose::ProposeResult>> {
-    let tracker = tracker_from(config, None, &[]).await?;
+    let tracker = tracker_from(config, None, &[])
+        .await?
+        .map(std::sync::Arc::new);
     let run = crate::propose::ProposeRun {
         remote_url: c.remote_url.clone(),
         auth: c.auth.clone(),
