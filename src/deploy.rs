@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -160,7 +159,7 @@ pub async fn deploy_docker_with(
             Some(host) => format!("{host}/docker:{name}"),
             None => format!("docker:{name}"),
         },
-        image: image_repository(image_ref),
+        image: crate::image_ref::image_repository(image_ref),
         from: None,
         to: image_ref.to_string(),
         result: DeployResult::Deployed,
@@ -364,7 +363,7 @@ async fn ensure_image(
         }
         Err(_) => {}
     }
-    if is_image_id(image_ref) {
+    if crate::image_ref::is_image_id(image_ref) {
         return Err(format!(
             "the engine has no image {image_ref} (an image id cannot be pulled)"
         ));
@@ -788,40 +787,6 @@ fn is_not_modified(e: &BollardError) -> bool {
     )
 }
 
-/// `sha256:<64 hex>` or 64 hex digits: an engine's image id, not a registry reference.
-pub fn is_image_id(image_ref: &str) -> bool {
-    let hex = image_ref.strip_prefix("sha256:").unwrap_or(image_ref);
-    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The repository of an image reference: without tag and digest. An image id stays as it is.
-pub fn image_repository(image_ref: &str) -> String {
-    if is_image_id(image_ref) {
-        return image_ref.to_string();
-    }
-    let without_digest = image_ref.split('@').next().unwrap_or(image_ref);
-    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
-    match without_digest[last_slash..].find(':') {
-        Some(colon) => without_digest[..last_slash + colon].to_string(),
-        None => without_digest.to_string(),
-    }
-}
-
-/// A repository the way the engine resolves it: Docker Hub names get `docker.io/` (and
-/// `library/` for official images), so `nginx` and `docker.io/library/nginx` compare equal.
-fn normalized_repository(repository: &str) -> String {
-    let first = repository.split('/').next().unwrap_or("");
-    let has_registry = repository.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_registry {
-        repository.to_string()
-    } else if repository.contains('/') {
-        format!("docker.io/{repository}")
-    } else {
-        format!("docker.io/library/{repository}")
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Swarm
 // ---------------------------------------------------------------------------------------------
@@ -875,7 +840,7 @@ pub async fn deploy_swarm_with(
             Some(host) => format!("{host}/swarm:{service_name}"),
             None => format!("swarm:{service_name}"),
         },
-        image: image_repository(image_ref),
+        image: crate::image_ref::image_repository(image_ref),
         from: None,
         to: image_ref.to_string(),
         result: DeployResult::Deployed,
@@ -1077,230 +1042,17 @@ fn same_image(service_image: &str, image_ref: &str) -> bool {
     }
     match (service_image.split_once('@'), image_ref.split_once('@')) {
         (Some((a_name, a_digest)), Some((b_name, b_digest))) => {
-            a_digest == b_digest && image_repository(a_name) == image_repository(b_name)
+            a_digest == b_digest
+                && crate::image_ref::image_repository(a_name)
+                    == crate::image_ref::image_repository(b_name)
         }
         _ => false,
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Manifests
-// ---------------------------------------------------------------------------------------------
-
-/// Rewrites, in the files `paths` (relative to `repo`; a directory stands for its `*.yaml` and
-/// `*.yml` files, recursively), every `image:` field whose repository is `repo_at_digest`'s
-/// (any tag or digest, Docker Hub short names normalized) to `repo_at_digest`. Line by line:
-/// quotes, comments, indentation and line endings are kept, nothing else in the file changes.
-/// Returns the files that changed (relative to `repo`, sorted). `image_name` (the policy's
-/// name) is for messages.
-pub fn rewrite_manifests(
-    repo: &Path,
-    paths: &[PathBuf],
-    image_name: &str,
-    repo_at_digest: &str,
-) -> Result<Vec<PathBuf>> {
-    let Some((repository, digest)) = repo_at_digest.split_once('@') else {
-        bail!("image {image_name}: {repo_at_digest:?} is not a repo@sha256:… reference");
-    };
-    if !digest.starts_with("sha256:") || image_repository(repository) != repository {
-        bail!("image {image_name}: {repo_at_digest:?} is not a repo@sha256:… reference");
-    }
-    let wanted = normalized_repository(repository);
-    let mut files = Vec::new();
-    for path in paths {
-        collect_manifest_files(repo, path, &mut files)
-            .with_context(|| format!("image {image_name}: manifests: {}", path.display()))?;
-    }
-    files.sort();
-    files.dedup();
-    let mut changed = Vec::new();
-    for file in files {
-        let full = repo.join(&file);
-        let text = std::fs::read_to_string(&full).with_context(|| {
-            format!(
-                "image {image_name}: cannot read the manifest {}",
-                full.display()
-            )
-        })?;
-        let rewritten = rewrite_image_lines(&text, &wanted, repo_at_digest);
-        if rewritten != text {
-            std::fs::write(&full, rewritten).with_context(|| {
-                format!(
-                    "image {image_name}: cannot write the manifest {}",
-                    full.display()
-                )
-            })?;
-            changed.push(file);
-        }
-    }
-    Ok(changed)
-}
-
-fn collect_manifest_files(repo: &Path, path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    let full = repo.join(path);
-    let meta = std::fs::metadata(&full).with_context(|| format!("{}", full.display()))?;
-    if meta.is_file() {
-        files.push(path.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(&full)
-        .with_context(|| format!("{}", full.display()))?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    entries.sort();
-    for entry in entries {
-        let child = path.join(&entry);
-        let name = entry.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
-        }
-        if repo.join(&child).is_dir() {
-            collect_manifest_files(repo, &child, files)?;
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-            files.push(child);
-        }
-    }
-    Ok(())
-}
-
-/// The text with every `image:` value of the repository `wanted` (normalized) replaced.
-fn rewrite_image_lines(text: &str, wanted: &str, new_ref: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 64);
-    for line in text.split_inclusive('\n') {
-        match rewrite_image_line(line, wanted, new_ref) {
-            Some(new_line) => out.push_str(&new_line),
-            None => out.push_str(line),
-        }
-    }
-    out
-}
-
-/// The line rewritten, when it is an `image:` field of the wanted repository.
-fn rewrite_image_line(line: &str, wanted: &str, new_ref: &str) -> Option<String> {
-    let (body, ending) = match line.strip_suffix("\r\n") {
-        Some(body) => (body, "\r\n"),
-        None => match line.strip_suffix('\n') {
-            Some(body) => (body, "\n"),
-            None => (line, ""),
-        },
-    };
-    // Indentation and list markers: `  - image: x`, `- - image: x`.
-    let mut key_start = 0;
-    let bytes = body.as_bytes();
-    loop {
-        while key_start < bytes.len() && bytes[key_start] == b' ' {
-            key_start += 1;
-        }
-        if body[key_start..].starts_with("- ") {
-            key_start += 2;
-        } else {
-            break;
-        }
-    }
-    let rest = &body[key_start..];
-    let after_key = ["image:", "\"image\":", "'image':"]
-        .iter()
-        .find_map(|key| rest.strip_prefix(key))?;
-    let value_start = key_start + (rest.len() - after_key.len());
-    let leading_spaces = after_key.len() - after_key.trim_start_matches([' ', '\t']).len();
-    if leading_spaces == 0 && !after_key.is_empty() {
-        return None;
-    }
-    let value_start = value_start + leading_spaces;
-    let value_part = &body[value_start..];
-    let (quote, value, value_end) = match value_part.chars().next() {
-        Some(q @ ('"' | '\'')) => {
-            let close = value_part[1..].find(q)? + 1;
-            (Some(q), &value_part[1..close], value_start + close + 1)
-        }
-        _ => {
-            // Plain scalar: up to a comment (` #`) or the end of the line.
-            let end = value_part.find(" #").unwrap_or(value_part.len());
-            let value = value_part[..end].trim_end_matches([' ', '\t']);
-            (None, value, value_start + value.len())
-        }
-    };
-    if value.is_empty() || value.contains(['{', '}', '$', ' ']) {
-        return None;
-    }
-    if normalized_repository(&image_repository(value)) != wanted || value == new_ref {
-        return None;
-    }
-    let mut new_line = String::with_capacity(line.len() + new_ref.len());
-    new_line.push_str(&body[..value_start]);
-    match quote {
-        Some(q) => {
-            new_line.push(q);
-            new_line.push_str(new_ref);
-            new_line.push(q);
-        }
-        None => new_line.push_str(new_ref),
-    }
-    new_line.push_str(&body[value_end..]);
-    new_line.push_str(ending);
-    Some(new_line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NEW: &str = "registry.example.com/team/web@sha256:1111111111111111111111111111111111111111111111111111111111111111";
-
-    fn rewrite(text: &str) -> String {
-        rewrite_image_lines(
-            text,
-            &normalized_repository("registry.example.com/team/web"),
-            NEW,
-        )
-    }
-
-    #[test]
-    fn repositories() {
-        assert_eq!(image_repository("nginx"), "nginx");
-        assert_eq!(image_repository("nginx:1.2"), "nginx");
-        assert_eq!(
-            image_repository("localhost:5000/a/b:tag@sha256:ab"),
-            "localhost:5000/a/b"
-        );
-        assert_eq!(image_repository("localhost:5000/a"), "localhost:5000/a");
-        assert_eq!(normalized_repository("nginx"), "docker.io/library/nginx");
-        assert_eq!(normalized_repository("me/app"), "docker.io/me/app");
-        assert_eq!(normalized_repository("localhost/app"), "localhost/app");
-        let id = format!("sha256:{}", "a".repeat(64));
-        assert!(is_image_id(&id));
-        assert!(!is_image_id("nginx:latest"));
-    }
-
-    #[test]
-    fn rewrites_only_the_image_line() {
-        let text = "services:\n  web:\n    image: registry.example.com/team/web:1.0 # pinned by rebake\n    ports: [\"80:80\"]\n  db:\n    image: \"registry.example.com/team/db:1\"\n";
-        let out = rewrite(text);
-        assert_eq!(
-            out,
-            format!("services:\n  web:\n    image: {NEW} # pinned by rebake\n    ports: [\"80:80\"]\n  db:\n    image: \"registry.example.com/team/db:1\"\n")
-        );
-        // Idempotent.
-        assert_eq!(rewrite(&out), out);
-    }
-
-    #[test]
-    fn list_items_quotes_and_crlf() {
-        let text =
-            "      - image: 'registry.example.com/team/web@sha256:00'\r\n        name: web\r\n";
-        assert_eq!(
-            rewrite(text),
-            format!("      - image: '{NEW}'\r\n        name: web\r\n")
-        );
-        // Another repository whose name merely starts the same: untouched.
-        let other =
-            "image: registry.example.com/team/web-admin:1\nimage: registry.example.com/team/webx\n";
-        assert_eq!(rewrite(other), other);
-        // Templated values and keys that only end in `image`: untouched.
-        let other = "image: ${WEB_IMAGE}\nbase_image: registry.example.com/team/web:1\n";
-        assert_eq!(rewrite(other), other);
-    }
 
     #[test]
     fn result_words() {

@@ -318,7 +318,7 @@ fn commit_files(
         if let Some(digest) = lock.image.as_ref().and_then(|i| i.digest.clone()) {
             for t in &policy.deploy {
                 if let DeployTarget::Manifests(paths) = t {
-                    changed.extend(crate::deploy::rewrite_manifests(
+                    changed.extend(crate::manifests::rewrite_manifests(
                         scratch,
                         paths,
                         &policy.name,

@@ -42,16 +42,6 @@ pub fn base_reference(lock_base: &Base) -> String {
     lock_base.id.clone()
 }
 
-/// Whether `s` is an image id as the engine prints it: `sha256:` and 64 lower-case hex digits.
-pub fn is_image_id(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 /// Whether `s` may follow `FROM`: `^[a-z0-9][a-z0-9._/:@-]*$` (no spaces, no shell, no
 /// upper case, no variables).
 pub fn is_valid_base_image(s: &str) -> bool {
@@ -484,7 +474,7 @@ pub fn render_repo(repo: &Path, images: &[String], check: bool) -> Result<Vec<Re
             continue;
         };
         let base_image = base_reference(base);
-        if !is_image_id(&base_image) {
+        if !crate::image_ref::is_canonical_image_id(&base_image) {
             bail!(
                 "image '{}': {}: base id '{}' is not an image id (sha256:<64 hex>); run \
                  `{}`",
@@ -723,9 +713,9 @@ mod tests {
     #[test]
     fn base_references() {
         let id = format!("sha256:{}", "ab".repeat(32));
-        assert!(is_image_id(&id));
+        assert!(crate::image_ref::is_canonical_image_id(&id));
         assert!(is_valid_base_image(&id));
-        assert!(!is_image_id("sha256:AB"));
+        assert!(!crate::image_ref::is_canonical_image_id("sha256:AB"));
         for bad in ["", "Debian", "a b", "x;id", "$BASE", "-x", "a\nb"] {
             assert!(!is_valid_base_image(bad), "{bad}");
         }

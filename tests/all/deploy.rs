@@ -23,9 +23,9 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use rebake::deploy::{
-    deploy_docker, deploy_swarm_with, rewrite_manifests, DeployResult, SwarmSettings, IMAGE_LABEL,
-    PREVIOUS_SUFFIX,
+    deploy_docker, deploy_swarm_with, DeployResult, SwarmSettings, IMAGE_LABEL, PREVIOUS_SUFFIX,
 };
+use rebake::manifests::rewrite_manifests;
 use rebake::policy::{
     DockerTarget, HealthCheck, HealthProbe, HttpCheck, PortMapping, PortProtocol, RestartPolicy,
     SwarmTarget, VolumeMount, VolumeSource,
