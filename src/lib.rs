@@ -11,6 +11,7 @@ pub mod debian;
 pub mod deploy;
 pub mod engine;
 pub mod forge;
+pub mod forge_text;
 pub mod git;
 pub mod image_ref;
 pub mod lock;

@@ -8,10 +8,10 @@
 //! title and body, or it is opened or rewritten; the `rebake/test` status is set. Nothing
 //! changed means no writes at all, and a crash at any point is repaired by the next run.
 
-use crate::forge::text::{
+use crate::forge::{Forge, NewProposal, Proposal, StatusState};
+use crate::forge_text::{
     commit_message, describe, fit_body, group_body, group_title, Described, Headline,
 };
-use crate::forge::{Forge, NewProposal, Proposal, StatusState};
 use crate::git::PushOutcome;
 use crate::lock::Lock;
 use crate::pipeline::{Builder, Built};

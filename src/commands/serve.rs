@@ -83,7 +83,7 @@ impl crate::server::Jobs for ServiceJobs {
             if merged.number > 0 {
                 if let Err(e) = c
                     .forge
-                    .comment(merged.number, &crate::forge::text::deploy_comment(r))
+                    .comment(merged.number, &crate::forge_text::deploy_comment(r))
                     .await
                 {
                     tracing::warn!("cannot comment on proposal {}: {e}", merged.number);

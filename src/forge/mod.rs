@@ -9,7 +9,6 @@ pub mod gitea;
 pub mod github;
 pub mod http;
 pub mod plain;
-pub mod text;
 
 /// The commit status context rebake sets on a proposal's head: its tests' result, which the
 /// deploy stage checks before it deploys a merged proposal.
