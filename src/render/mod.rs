@@ -19,9 +19,13 @@ use crate::debian::index::ReleaseIndex;
 use crate::debian::version::{self, is_valid_package_name};
 use crate::lock::{self, Base, Lock};
 use crate::policy::{
-    load_policies, template_registry_partially, PinnedPackage, Policy, TemplateData, POLICIES_DIR,
-    TEMPLATES_DIR,
+    load_policies, PinnedPackage, Policy, TemplateData, POLICIES_DIR, TEMPLATES_DIR,
 };
+
+mod templates;
+
+pub use templates::template_registry;
+pub(crate) use templates::template_registry_partially;
 
 /// Directory of the generated files in a repository.
 pub const IMAGES_DIR: &str = "images";
