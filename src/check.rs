@@ -7,10 +7,8 @@ use handlebars::Handlebars;
 use serde::Serialize;
 
 use crate::config::{self, Diagnostic};
-use crate::policy::{
-    load_policies_partially, template_registry_partially, PinnedPackage, Policy, TemplateData,
-    TEMPLATES_DIR,
-};
+use crate::policy::{load_policies_partially, PinnedPackage, Policy, TemplateData, TEMPLATES_DIR};
+use crate::render::template_registry_partially;
 
 /// The config file looked for in a repository when none is given.
 pub const CONFIG_FILE: &str = "rebake.yaml";

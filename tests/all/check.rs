@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use rebake::check::check_repo;
 use rebake::config::Diagnostic;
 use rebake::policy::{
-    load_policies, load_policy, template_registry, DeployTarget, PinnedPackage, TemplateData,
-    TestCheck,
+    load_policies, load_policy, DeployTarget, PinnedPackage, TemplateData, TestCheck,
 };
+use rebake::render::template_registry;
 
 fn project_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,20 +8,24 @@
 //! mode, and a failure names the template file and line and the image. Same inputs, same
 //! bytes.
 
-use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use handlebars::Handlebars;
 
+use crate::debian::candidate::fresh_install_candidate;
 use crate::debian::index::ReleaseIndex;
 use crate::debian::version::{self, is_valid_package_name};
 use crate::lock::{self, Base, Lock};
 use crate::policy::{
-    load_policies, template_registry_partially, PinnedPackage, Policy, TemplateData, POLICIES_DIR,
-    TEMPLATES_DIR,
+    load_policies, PinnedPackage, Policy, TemplateData, POLICIES_DIR, TEMPLATES_DIR,
 };
+
+mod templates;
+
+pub use templates::template_registry;
+pub(crate) use templates::template_registry_partially;
 
 /// Directory of the generated files in a repository.
 pub const IMAGES_DIR: &str = "images";
@@ -57,10 +61,10 @@ pub fn is_valid_base_image(s: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// For each package the policy asks for, in the policy's order, the version apt would install
-/// on a fresh system with default priorities: each version's priority is the highest pin of the
-/// suites carrying it (500; 1 for `NotAutomatic: yes`; 100 with `ButAutomaticUpgrades: yes`),
-/// the highest priority wins, then the highest version. Only entries for the index's
-/// architecture or `all` count.
+/// on a fresh system with default priorities ([`fresh_install_candidate`]: each version's
+/// priority is the highest pin of the suites carrying it — 500; 1 for `NotAutomatic: yes`; 100
+/// with `ButAutomaticUpgrades: yes` — the highest priority wins, then the highest version; only
+/// entries for the index's architecture or `all` count).
 pub fn pinned_from_index(policy: &Policy, index: &ReleaseIndex) -> Result<Vec<PinnedPackage>> {
     if !index.release.is_empty() && index.release != policy.suite {
         bail!(
@@ -83,37 +87,8 @@ pub fn pinned_from_index(policy: &Policy, index: &ReleaseIndex) -> Result<Vec<Pi
     let mut pinned = Vec::with_capacity(policy.packages.len());
     for name in &policy.packages {
         check_name(policy, name)?;
-        let all = index.versions(name);
-        let usable: Vec<_> = all
-            .iter()
-            .filter(|a| a.arch == index.arch || a.arch == "all")
-            .collect();
-        // Priority of a version: the highest pin among the suites carrying it.
-        let priority = |v: &str| {
-            usable
-                .iter()
-                .filter(|a| version::compare(&a.version, v) == Ordering::Equal)
-                .map(|a| index.suites[a.suite].pin)
-                .max()
-                .unwrap_or(0)
-        };
-        let mut best: Option<(&str, i32, usize)> = None;
-        for a in &usable {
-            let p = priority(&a.version);
-            if p <= 0 {
-                continue; // apt never installs a version of priority <= 0 on its own
-            }
-            let better = match best {
-                None => true,
-                Some((bv, bp, _)) => {
-                    p > bp || (p == bp && version::compare(&a.version, bv) == Ordering::Greater)
-                }
-            };
-            if better {
-                best = Some((&a.version, p, a.suite));
-            }
-        }
-        let Some((chosen, _, suite)) = best else {
+        let Some(chosen) = fresh_install_candidate(index, name) else {
+            let all = index.versions(name);
             let searched = index
                 .suites
                 .iter()
@@ -143,19 +118,19 @@ pub fn pinned_from_index(policy: &Policy, index: &ReleaseIndex) -> Result<Vec<Pi
                 policy.file.display()
             );
         };
-        version::parse(chosen).map_err(|e| {
+        version::parse(&chosen.version).map_err(|e| {
             anyhow!(
                 "image '{}': package '{}' has version '{}' in {}, which is not a valid Debian \
                  version ({e}); refusing to put it in a Dockerfile",
                 policy.name,
                 name,
-                chosen.escape_debug(),
-                index.suites[suite].suite
+                chosen.version.escape_debug(),
+                index.suites[chosen.suite].suite
             )
         })?;
         pinned.push(PinnedPackage {
             name: name.clone(),
-            version: chosen.to_string(),
+            version: chosen.version.clone(),
         });
     }
     Ok(pinned)

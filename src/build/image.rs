@@ -1,0 +1,314 @@
+//! A policy's image: its build context (the rendered Dockerfile and `images/<name>/context/`),
+//! the classic builder's run and its failure report, and the inventory of what it installs.
+
+use super::last_lines;
+use crate::debian::status::{self, InstalledPackage};
+use crate::policy::Policy;
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    BuildImageOptions, DownloadFromContainerOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Adds `dir` to the context tar under `prefix`, sorted, with fixed owner and mtime.
+fn add_context_dir<W: Write>(b: &mut tar::Builder<W>, dir: &Path, prefix: &str) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if rel == "Dockerfile" {
+            bail!(
+                "{}: the context may not contain a file named Dockerfile (rebake generates it)",
+                e.path().display()
+            );
+        }
+        let meta = std::fs::symlink_metadata(e.path())?;
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(e.path())?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            b.append_link(&mut h, &rel, &target)?;
+        } else if meta.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, format!("{rel}/"), std::io::empty())?;
+            add_context_dir(b, &e.path(), &rel)?;
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let data = std::fs::read(e.path())
+                .with_context(|| format!("cannot read {}", e.path().display()))?;
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, &rel, &data[..])?;
+        }
+    }
+    Ok(())
+}
+
+/// The build context: the Dockerfile plus `images/<name>/context/` when present.
+pub fn context_tar(repo: &Path, image: &str, dockerfile: &str) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_size(dockerfile.len() as u64);
+    b.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())?;
+    let dir = repo.join("images").join(image).join("context");
+    if dir.is_dir() {
+        add_context_dir(&mut b, &dir, "")?;
+    }
+    Ok(b.into_inner()?)
+}
+
+/// The tag a freshly built image gets: `rebake/<name>:candidate`.
+pub fn candidate_tag(image: &str) -> String {
+    format!("rebake/{image}:candidate")
+}
+
+/// Builds `dockerfile` for `policy` with the classic builder; the whole build output goes to
+/// `log_path`. Returns the image id (`sha256:…`).
+pub async fn build_image(
+    docker: &Docker,
+    repo: &Path,
+    policy: &Policy,
+    dockerfile: &str,
+    labels: BTreeMap<String, String>,
+    log_path: &Path,
+) -> Result<String> {
+    build_image_with(docker, repo, policy, dockerfile, labels, log_path, false).await
+}
+
+/// [`build_image`], optionally without the engine's layer cache (`rebake build --no-cache`).
+pub async fn build_image_with(
+    docker: &Docker,
+    repo: &Path,
+    policy: &Policy,
+    dockerfile: &str,
+    labels: BTreeMap<String, String>,
+    log_path: &Path,
+    no_cache: bool,
+) -> Result<String> {
+    let name = &policy.name;
+    if !crate::policy::is_valid_image_name(name) {
+        bail!("image {name:?}: not a valid image name");
+    }
+    // The classic builder turns each build-time label into its own LABEL step (a container
+    // commit each); one LABEL line appended to the context's Dockerfile costs one step. The
+    // committed Dockerfile stays exactly as rendered.
+    let mut built_from = dockerfile.to_string();
+    if !labels.is_empty() {
+        if !built_from.ends_with('\n') {
+            built_from.push('\n');
+        }
+        built_from.push_str("LABEL");
+        for (k, v) in &labels {
+            let quoted = v.replace('\\', "\\\\").replace('"', "\\\"");
+            built_from.push_str(&format!(" {k}=\"{quoted}\""));
+        }
+        built_from.push('\n');
+    }
+    let context = context_tar(repo, name, &built_from)
+        .with_context(|| format!("image {name}: cannot assemble the build context"))?;
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let mut log = std::fs::File::create(log_path)
+        .with_context(|| format!("cannot create build log {}", log_path.display()))?;
+    let tag = candidate_tag(name);
+    let options = BuildImageOptions {
+        dockerfile: "Dockerfile".to_string(),
+        t: Some(tag.clone()),
+        rm: true,
+        forcerm: true,
+        nocache: no_cache,
+        labels: None,
+        ..Default::default()
+    };
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut output = String::new();
+    let mut id: Option<String> = None;
+    let mut failure: Option<String> = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                for text in [&info.stream, &info.status].into_iter().flatten() {
+                    output.push_str(text);
+                    log.write_all(text.as_bytes())?;
+                }
+                if let Some(aux) = info.aux.as_ref() {
+                    if let Some(i) = aux.id.as_ref() {
+                        id = Some(i.clone());
+                    }
+                }
+                if let Some(e) = info.error_detail.and_then(|e| e.message) {
+                    failure = Some(e);
+                }
+            }
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                failure = Some(error);
+                break;
+            }
+            Err(e) => {
+                let _ = writeln!(log, "\nengine error: {e}");
+                return Err(anyhow!(
+                    "image {name}: build failed: the container engine reported: {e} (log: {})",
+                    log_path.display()
+                ));
+            }
+        }
+    }
+    if let Some(error) = failure {
+        let _ = writeln!(log, "\nERROR: {error}");
+        let step = output
+            .lines()
+            .rfind(|l| l.starts_with("Step "))
+            .unwrap_or("(before the first step)")
+            .trim()
+            .to_string();
+        bail!(
+            "image {name}: build failed at {step}: {}\nlast lines of output:\n{}\n(full log: {})",
+            error.trim(),
+            indent(&last_lines(&strip_ansi(&output), 15)),
+            log_path.display()
+        );
+    }
+    log.flush()?;
+    let id = match id {
+        Some(id) => id,
+        None => docker
+            .inspect_image(&tag)
+            .await
+            .with_context(|| format!("image {name}: built, but the engine has no {tag}"))?
+            .id
+            .ok_or_else(|| anyhow!("image {name}: the engine reports no id for {tag}"))?,
+    };
+    Ok(id)
+}
+
+/// Removes the colour codes the classic builder wraps around a step's stderr.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The packages installed in `image_id`, read from its `/var/lib/dpkg/status` (a container is
+/// created for it, never started, and always removed).
+pub async fn inventory(docker: &Docker, image_id: &str) -> Result<Vec<InstalledPackage>> {
+    let created = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            ContainerCreateBody {
+                image: Some(image_id.to_string()),
+                cmd: Some(vec!["true".to_string()]),
+                network_disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("inventory of {image_id}: cannot create a container"))?;
+    let result = read_status(docker, &created.id, image_id).await;
+    let removed = docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    let packages = result?;
+    removed.with_context(|| format!("cannot remove container {}", created.id))?;
+    Ok(packages)
+}
+
+async fn read_status(
+    docker: &Docker,
+    container: &str,
+    image_id: &str,
+) -> Result<Vec<InstalledPackage>> {
+    const STATUS: &str = "/var/lib/dpkg/status";
+    let mut stream = docker.download_from_container(
+        container,
+        Some(DownloadFromContainerOptions {
+            path: STATUS.to_string(),
+        }),
+    );
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(
+            &chunk.with_context(|| format!("inventory of {image_id}: cannot read {STATUS}"))?,
+        );
+    }
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut text = None;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.file_name().is_some_and(|n| n == "status") {
+            let mut s = String::new();
+            entry
+                .read_to_string(&mut s)
+                .with_context(|| format!("inventory of {image_id}: {STATUS} is not UTF-8"))?;
+            text = Some(s);
+            break;
+        }
+    }
+    let text = text.ok_or_else(|| anyhow!("inventory of {image_id}: the image has no {STATUS}"))?;
+    status::parse(&text).map_err(|e| anyhow!("inventory of {image_id}: {STATUS}:{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_are_stripped() {
+        assert_eq!(
+            strip_ansi("\x1b[91mthe-line\n\x1b[0mnext"),
+            "the-line\nnext"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! The build stage: a reproducible Debian base image made from verified packages
+//! ([`build_base`]), the image a policy's Dockerfile describes ([`build_image`]), and what is
+//! installed in it ([`inventory`]). Everything goes through the Docker Engine API (bollard).
+//!
+//! The base is built like debuerreotype builds Debian's official images: mmdebstrap with
+//! `SOURCE_DATE_EPOCH` from the archive's InRelease `Date`, then the tarball is re-written
+//! (sorted, mtimes clamped, numeric owners, logs/caches/apt lists/machine-id emptied). Its
+//! SHA256 is the base's identity. It is loaded into the engine as a `docker save` archive whose
+//! image config rebake writes itself (`created` = the epoch), so the same rootfs always gets the
+//! same image id — `docker import` would stamp the import time instead.
+//!
+//! `base` builds the base, `rootfs` re-writes its tarball, `image` builds a policy's image and
+//! reads its inventory; their public items are re-exported here.
+
+mod base;
+mod image;
+mod rootfs;
+
+pub use base::{build_base, BaseImage, BASE_PATH, BASE_REPO};
+pub use image::{build_image, build_image_with, candidate_tag, context_tar, inventory};
+
+use sha2::{Digest, Sha256};
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
