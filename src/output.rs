@@ -140,9 +140,12 @@ pub fn self_command() -> String {
             return shell_quote(&argv0.to_string_lossy());
         }
     }
+    // Only the rebake binary names itself; a program using the library (a test) says `rebake`.
     match exe {
-        Some(exe) => shell_quote(&exe.to_string_lossy()),
-        None => "rebake".to_string(),
+        Some(exe) if exe.file_name().is_some_and(|n| n == "rebake") => {
+            shell_quote(&exe.to_string_lossy())
+        }
+        _ => "rebake".to_string(),
     }
 }
 
