@@ -232,7 +232,7 @@ async fn deploy_docker_inner(
         // The container's own stop timeout (its StopTimeout, else the engine's 10 s) applies.
         let stop = StopContainerOptions::default();
         if let Err(e) = docker.stop_container(name, Some(stop)).await {
-            if !is_not_modified(&e) {
+            if !crate::engine::is_not_modified(&e) {
                 return Ok(DeployResult::Failed {
                     reason: format!("cannot stop the old container {name}: {e}"),
                 });
@@ -315,7 +315,7 @@ async fn recover_interrupted(docker: &Docker, name: &str, previous: &str) -> Res
         .with_context(|| format!("cannot rename {previous} back to {name}"))?;
     match docker.start_container(name, None).await {
         Ok(()) => Ok(()),
-        Err(e) if is_not_modified(&e) => Ok(()),
+        Err(e) if crate::engine::is_not_modified(&e) => Ok(()),
         Err(e) => Err(anyhow!("cannot start {name} again: {e}")),
     }
 }
@@ -344,7 +344,7 @@ async fn restore(
         .with_context(|| format!("{reason}; and renaming {previous} back to {name} failed"))?;
     match docker.start_container(name, None).await {
         Ok(()) => {}
-        Err(e) if is_not_modified(&e) => {}
+        Err(e) if crate::engine::is_not_modified(&e) => {}
         Err(e) => bail!("{reason}; and starting the previous {name} again failed: {e}"),
     }
     Ok(DeployResult::RolledBack { reason })
@@ -358,7 +358,7 @@ async fn ensure_image(
 ) -> Result<ImageInspect, String> {
     match docker.inspect_image(image_ref).await {
         Ok(image) => return Ok(image),
-        Err(e) if !is_not_found(&e) => {
+        Err(e) if !crate::engine::is_not_found(&e) => {
             return Err(format!("cannot inspect the image {image_ref}: {e}"))
         }
         Err(_) => {}
@@ -731,7 +731,7 @@ async fn inspect_container(
         .await
     {
         Ok(info) => Ok(Some(info)),
-        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) if crate::engine::is_not_found(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -751,7 +751,7 @@ async fn remove_container(docker: &Docker, name: &str) -> Result<(), BollardErro
         ..Default::default()
     };
     match docker.remove_container(name, Some(options)).await {
-        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) if crate::engine::is_not_found(&e) => Ok(()),
         other => other,
     }
 }
@@ -765,26 +765,6 @@ fn container_image_ref(info: &ContainerInspectResponse) -> String {
         .or_else(|| config.and_then(|c| c.image.clone()))
         .or_else(|| info.image.clone())
         .unwrap_or_default()
-}
-
-fn is_not_found(e: &BollardError) -> bool {
-    matches!(
-        e,
-        BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-fn is_not_modified(e: &BollardError) -> bool {
-    matches!(
-        e,
-        BollardError::DockerResponseServerError {
-            status_code: 304,
-            ..
-        }
-    )
 }
 
 // ---------------------------------------------------------------------------------------------

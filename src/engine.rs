@@ -22,3 +22,25 @@ pub async fn connect(host: &str) -> Result<Docker> {
     })?;
     Ok(docker)
 }
+
+/// The engine answered 404: no such container, image or service.
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The engine answered 304: the container was already in the state asked for.
+pub fn is_not_modified(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}

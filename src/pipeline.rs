@@ -16,7 +16,6 @@ use crate::state::write_atomic;
 use crate::{engine, publish, render, test};
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::Docker;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -286,10 +285,6 @@ fn is_current(
     matches!((rendered, on_disk), (Ok(a), Ok(b)) if a == b)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 async fn build_one(
     plan: &BuildPlan,
     docker: &Docker,
@@ -383,7 +378,7 @@ async fn build_one(
     );
     labels.insert(
         "dev.rebake.inputs".to_string(),
-        sha256_hex(inputs.as_bytes()),
+        crate::state::sha256_hex(inputs.as_bytes()),
     );
     let log_path = plan.state_dir.join("logs").join(format!("{name}.log"));
     let stage = progress.stage(name, "build");

@@ -682,21 +682,11 @@ async fn first_tar_header(
         }
         match stream.next().await {
             Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-            Some(Err(e)) if is_not_found(&e) => return Ok(None),
+            Some(Err(e)) if crate::engine::is_not_found(&e) => return Ok(None),
             Some(Err(e)) => return Err(format!("cannot read {path} from the image: {e}")),
             None => return Ok(None),
         }
     }
-}
-
-fn is_not_found(e: &BollardError) -> bool {
-    matches!(
-        e,
-        BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 /// A small regular file of the image (`/etc/passwd`), when it exists.

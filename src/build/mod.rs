@@ -16,14 +16,9 @@ mod base;
 mod image;
 mod rootfs;
 
+use crate::state::sha256_hex;
 pub use base::{build_base, BaseImage, BASE_PATH, BASE_REPO};
 pub use image::{build_image, build_image_with, candidate_tag, context_tar, inventory};
-
-use sha2::{Digest, Sha256};
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -13,7 +13,6 @@ use crate::state::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,10 +57,6 @@ enum Body {
         last_modified: Option<String>,
     },
     Missing,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl Fetcher {
@@ -241,7 +236,7 @@ impl Fetcher {
                 suite: src.suite.clone(),
                 label: release.label.clone(),
                 date: release.date_text.clone(),
-                inrelease_sha256: sha256_hex(&raw),
+                inrelease_sha256: crate::state::sha256_hex(&raw),
                 security: release.is_security(&src.suite),
                 pin: release.default_pin(),
             },
@@ -288,7 +283,7 @@ impl Fetcher {
                 expected.size
             );
         }
-        let got = sha256_hex(&bytes);
+        let got = crate::state::sha256_hex(&bytes);
         if got != expected.sha256 {
             bail!(
                 "{url}: SHA256 {got} does not match the verified Release ({}); refusing it",

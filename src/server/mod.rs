@@ -47,7 +47,7 @@ pub const MAX_DELIVERIES: usize = 4096;
 /// How many finished deploys are remembered to refuse running them again.
 pub const MAX_DONE: usize = 1024;
 /// Only pull requests from branches with this prefix (the ones `rebake propose` opens) deploy.
-pub const PROPOSAL_BRANCH_PREFIX: &str = "rebake/";
+pub use crate::repo::BRANCH_PREFIX as PROPOSAL_BRANCH_PREFIX;
 /// Sub-directory of the state directory holding the service's files.
 pub const SERVER_DIR: &str = "server";
 pub const DELIVERIES_FILE: &str = "deliveries.json";

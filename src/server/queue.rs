@@ -16,19 +16,6 @@ pub(super) enum Job {
     Deploy(MergedProposal),
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
-/// half-written file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .context("state file path has no parent directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
 pub(super) fn read_state<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
@@ -117,7 +104,7 @@ impl Deliveries {
         let file = DeliveriesFile {
             deliveries: self.seen.to_vec(),
         };
-        write_atomically(&self.path, &serde_json::to_vec_pretty(&file)?)
+        crate::state::write_atomic(&self.path, &serde_json::to_vec_pretty(&file)?)
     }
 }
 
@@ -138,7 +125,7 @@ impl Queue {
             pending: self.pending.clone(),
             done: self.done.to_vec(),
         };
-        write_atomically(&self.path, &serde_json::to_vec_pretty(&file)?)
+        crate::state::write_atomic(&self.path, &serde_json::to_vec_pretty(&file)?)
     }
 }
 
