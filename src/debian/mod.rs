@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod candidate;
+pub mod changelog;
 pub mod deb822;
 pub mod index;
 pub mod packages;

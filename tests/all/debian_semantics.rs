@@ -175,3 +175,82 @@ fn dpkg_status_of_this_host_parses_like_dpkg_query() {
     mine.sort();
     assert_eq!(mine, theirs);
 }
+
+/// Every `changelog.Debian.gz` this host's packages ship, parsed by rebake and by
+/// `dpkg-parsechangelog --all`: the same entries (package, version, distribution, urgency) in
+/// the same order.
+#[test]
+fn changelog_entries_agree_with_dpkg_parsechangelog() {
+    use std::io::Read;
+    crate::support::require_tool("dpkg-parsechangelog", "dpkg-dev");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/share/doc")
+        .expect("/usr/share/doc")
+        .filter_map(|e| {
+            let p = e.ok()?.path().join("changelog.Debian.gz");
+            (p.is_file() && !p.is_symlink()).then_some(p)
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 50, "only {} changelogs on this host", files.len());
+    // dpkg-parsechangelog (perl) takes ~0.1 s a file: a spread of about 120 of them.
+    let step = files.len().div_ceil(120);
+    let files: Vec<_> = files.into_iter().step_by(step).collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let (mut compared, mut entries, mut with_cves) = (0, 0, 0);
+    for file in &files {
+        let mut text = String::new();
+        let bytes = std::fs::read(file).unwrap();
+        if flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .is_err()
+        {
+            continue; // not UTF-8: dpkg would not read it either
+        }
+        let plain = scratch.path().join("changelog");
+        std::fs::write(&plain, &text).unwrap();
+        let out = Command::new("dpkg-parsechangelog")
+            .args(["--all", "--format", "rfc822", "-l"])
+            .arg(&plain)
+            .output()
+            .unwrap();
+        let theirs: Vec<(String, String, String, String)> = String::from_utf8_lossy(&out.stdout)
+            .split("\n\n")
+            .filter(|s| s.contains("Version:"))
+            .map(|stanza| {
+                let field = |name: &str| {
+                    stanza
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                (
+                    field("Source"),
+                    field("Version"),
+                    field("Distribution"),
+                    field("Urgency").to_lowercase(),
+                )
+            })
+            .collect();
+        let ours: Vec<(String, String, String, String)> = rebake::debian::changelog::parse(&text)
+            .into_iter()
+            .map(|e| {
+                with_cves += usize::from(!e.cves.is_empty());
+                (
+                    e.package,
+                    e.version,
+                    e.distributions.join(" "),
+                    e.urgency.unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(ours, theirs, "{}", file.display());
+        compared += 1;
+        entries += ours.len();
+    }
+    eprintln!(
+        "{compared} changelogs, {entries} entries agree with dpkg-parsechangelog; \
+         {with_cves} entries name CVEs"
+    );
+    assert!(compared >= 50);
+}
