@@ -4,7 +4,7 @@
 //! looking anything up.
 
 use crate::lock::Lock;
-use crate::plan::Change;
+use crate::plan::{Change, ChangeKind};
 use crate::security::CveFix;
 use std::collections::BTreeSet;
 
@@ -15,8 +15,10 @@ fn version_or_none(v: &Option<String>) -> &str {
 /// What kind of change a proposal brings, from the least to the most pressing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
-    /// No source package changed; the image was rebuilt.
+    /// No installed package changed; the image was rebuilt.
     Rebuild,
+    /// Only binaries changed, not their source versions (binNMUs).
+    BinaryRebuild,
     /// There was no lock yet.
     FirstBuild,
     Update,
@@ -27,6 +29,7 @@ impl Kind {
     fn word(self) -> &'static str {
         match self {
             Kind::Rebuild => "rebuild",
+            Kind::BinaryRebuild => "binary rebuild",
             Kind::FirstBuild => "first build",
             Kind::Update => "update",
             Kind::SecurityUpdate => "security update",
@@ -50,6 +53,26 @@ pub fn headline(changes: &[Change]) -> Headline {
             detail: None,
         };
     };
+    if changes.iter().all(|c| c.kind == ChangeKind::BinaryRebuild) {
+        let b = first.binaries.first();
+        let mut what = match b {
+            Some(b) => format!(
+                "{} {} → {}",
+                b.name,
+                version_or_none(&b.old),
+                version_or_none(&b.new)
+            ),
+            None => first.source.clone(),
+        };
+        let count: usize = changes.iter().map(|c| c.binaries.len()).sum();
+        if count > 1 {
+            what.push_str(&format!(" and {} more", count - 1));
+        }
+        return Headline {
+            kind: Kind::BinaryRebuild,
+            detail: Some(what),
+        };
+    }
     if changes.iter().all(|c| c.old.is_none()) {
         return Headline {
             kind: Kind::FirstBuild,
@@ -172,6 +195,24 @@ pub fn group_title(group: &str, members: &[(&str, &Headline)]) -> String {
     t
 }
 
+/// At most this many CVEs per source package in a body; the rest are counted.
+pub const MAX_CVES_PER_PACKAGE: usize = 25;
+
+/// Why an image whose packages did not change was rebuilt, from its old and new locks.
+pub fn rebuild_reason(old: Option<&Lock>, new: &Lock) -> String {
+    let Some(old) = old else {
+        return "first build".into();
+    };
+    let base = |l: &Lock| l.base.as_ref().map(|b| b.rootfs_sha256.clone());
+    if base(old) != base(new) {
+        "rebuilt on a new base".into()
+    } else if old.tests.as_ref().map(|t| &t.results) != new.tests.as_ref().map(|t| &t.results) {
+        "rebuilt: the template, the policy or its tests changed, or a rebuild was forced".into()
+    } else {
+        "rebuilt: the template or the policy changed, or a rebuild was forced".into()
+    }
+}
+
 /// The Security Tracker page of a CVE, DSA or DLA.
 fn cve_link(id: &str) -> String {
     format!("[{id}](https://security-tracker.debian.org/tracker/{id})")
@@ -193,18 +234,38 @@ pub fn body(
     ));
     b.push_str("### Packages\n\n| source | old | new | suite | kind | binaries |\n|---|---|---|---|---|---|\n");
     for c in changes {
+        let binaries: Vec<String> = c
+            .binaries
+            .iter()
+            .map(|bin| {
+                let name = if bin.arch == new.architecture || bin.arch == "all" {
+                    bin.name.clone()
+                } else {
+                    format!("{}:{}", bin.name, bin.arch)
+                };
+                match (&bin.old, &bin.new) {
+                    (Some(o), Some(n)) if c.old.is_some() => format!("{name} {o} → {n}"),
+                    (None, Some(n)) if c.old.is_some() => format!("{name} (new) {n}"),
+                    (Some(o), None) => format!("{name} {o} (removed)"),
+                    _ => name,
+                }
+            })
+            .collect();
         b.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             c.source,
             version_or_none(&c.old),
             version_or_none(&c.new),
             c.suite.as_deref().unwrap_or("-"),
-            if c.security { "security" } else { "update" },
-            c.binaries.join(", ")
+            c.kind.word(),
+            binaries.join(", ")
         ));
     }
     if changes.is_empty() {
-        b.push_str("| (no package changed; the image was rebuilt) | | | | | |\n");
+        b.push_str(&format!(
+            "| (no installed package changed; {}) | | | | | |\n",
+            rebuild_reason(old, new)
+        ));
     }
     let fixes: Vec<(&Change, &CveFix)> = changes
         .iter()
@@ -221,21 +282,62 @@ pub fn body(
             b.push_str(&format!("Advisories: {}\n\n", list.join(", ")));
         }
         if !fixes.is_empty() {
-            b.push_str("| CVE | source | urgency | status |\n|---|---|---|---|\n");
-            for (c, f) in fixes {
-                let status = match &f.note {
-                    Some(n) => format!("{} ({n})", f.status),
-                    None => f.status.clone(),
-                };
+            b.push_str(
+                "| CVE | source | fixed in | urgency | status | from |\n|---|---|---|---|---|---|\n",
+            );
+            for c in changes {
+                for f in c.cves.iter().take(MAX_CVES_PER_PACKAGE) {
+                    let status = match &f.note {
+                        Some(n) => format!("{} ({n})", f.status),
+                        None => f.status.clone(),
+                    };
+                    b.push_str(&format!(
+                        "| {} | {} | {} | {} | {} | {} |\n",
+                        cve_link(&f.id),
+                        c.source,
+                        f.fixed_in.as_deref().unwrap_or("-"),
+                        f.urgency.as_deref().unwrap_or("-"),
+                        status,
+                        f.learnt_from.join(", ")
+                    ));
+                }
+                if c.cves.len() > MAX_CVES_PER_PACKAGE {
+                    b.push_str(&format!(
+                        "| … and {} more | {} | | | | |\n",
+                        c.cves.len() - MAX_CVES_PER_PACKAGE,
+                        c.source
+                    ));
+                }
+            }
+        }
+    }
+    let entries: Vec<&Change> = changes.iter().filter(|c| c.changelog.is_some()).collect();
+    if !entries.is_empty() {
+        b.push_str("\n### Changelog\n\nEntries in the range, from each package's own changelog in the image:\n\n| source | version | uploaded to | urgency | CVEs |\n|---|---|---|---|---|\n");
+        for c in entries {
+            for e in c.changelog.iter().flatten() {
                 b.push_str(&format!(
-                    "| {} | {} | {} | {} |\n",
-                    cve_link(&f.id),
+                    "| {} | {} | {} | {} | {} |\n",
                     c.source,
-                    f.urgency.as_deref().unwrap_or("-"),
-                    status
+                    e.version,
+                    e.distribution,
+                    e.urgency.as_deref().unwrap_or("-"),
+                    e.cves.len()
                 ));
             }
         }
+    }
+    let missing: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.changelog_missing)
+        .map(|c| c.source.as_str())
+        .collect();
+    if !missing.is_empty() {
+        b.push_str(&format!(
+            "\nThe image has no changelog for {} (documentation excluded?): the CVEs they fix \
+             are named only when the Security Tracker knows them.\n",
+            missing.join(", ")
+        ));
     }
     b.push_str("\n### Image\n\n");
     if let Some(base) = &new.base {
@@ -305,7 +407,10 @@ pub fn describe(
     new: &Lock,
     changes: &[Change],
 ) -> Described {
-    let headline = headline(changes);
+    let mut headline = headline(changes);
+    if headline.kind == Kind::Rebuild {
+        headline.detail = Some(rebuild_reason(old, new));
+    }
     Described {
         title: headline_title(image, &headline),
         body: body(image, branch, old, new, changes),
@@ -386,8 +491,18 @@ mod tests {
                 }
                 .into(),
             ),
+            kind: match (old, security) {
+                (None, _) => ChangeKind::New,
+                (_, true) => ChangeKind::Security,
+                _ => ChangeKind::Update,
+            },
             security,
-            binaries: vec![source.into()],
+            binaries: vec![crate::plan::BinaryChange {
+                name: source.into(),
+                arch: "amd64".into(),
+                old: old.map(String::from),
+                new: Some(new.into()),
+            }],
             cves: cves
                 .iter()
                 .map(|id| CveFix {
@@ -395,9 +510,13 @@ mod tests {
                     urgency: None,
                     status: "resolved".into(),
                     note: None,
+                    learnt_from: vec!["tracker".into()],
+                    fixed_in: None,
                 })
                 .collect(),
             advisories: Vec::new(),
+            changelog: None,
+            changelog_missing: false,
         }
     }
 

@@ -125,19 +125,45 @@ impl Builder {
     }
 
     /// What changes from `old` (the default branch's lock; None: a first build) to `new`, and
-    /// what that fixes: the plan stage's answer against the policy's verified index.
-    pub fn changes(
+    /// what that fixes: the plan stage's answer against the policy's verified index, with the
+    /// changelogs of the changed source packages read from the new image (when the engine has
+    /// it; a changelog that cannot be read is reported as missing, not as no fix).
+    pub async fn changes(
         &self,
         policy: &Policy,
         old: Option<&Lock>,
         new: &Lock,
     ) -> Result<Vec<crate::plan::Change>> {
-        Ok(crate::plan::changes(
-            old,
-            new,
-            self.index(policy)?,
-            self.tracker.as_deref(),
-        ))
+        let index = self.index(policy)?;
+        let tracker = self.tracker.as_deref();
+        let none = BTreeMap::new();
+        let first = crate::plan::changes(old, new, index, tracker, &none);
+        let wanted: Vec<(String, Vec<String>)> = first
+            .iter()
+            .filter(|c| c.old.is_some() && c.new.is_some())
+            .map(|c| {
+                let binaries = c.binaries.iter().map(|b| b.name.clone()).collect();
+                (c.source.clone(), binaries)
+            })
+            .collect();
+        let Some(image) = new.image.as_ref().filter(|_| !wanted.is_empty()) else {
+            return Ok(first);
+        };
+        let changelogs =
+            match build::read_changelogs(&self.docker, &image.id, &new.architecture, &wanted).await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not the same as an image without changelogs: say nothing about them.
+                    tracing::warn!(
+                        "{}: cannot read changelogs from {}: {e:#}",
+                        policy.name,
+                        image.id
+                    );
+                    return Ok(first);
+                }
+            };
+        Ok(crate::plan::changes(old, new, index, tracker, &changelogs))
     }
 
     /// Where the stages of each image are shown.

@@ -53,6 +53,8 @@ pub struct SourceUpdate {
     pub installed: String,
     pub candidate: String,
     pub suite: String,
+    /// `security`, `update`, or `binary rebuild` (same source version, newer binaries).
+    pub kind: ChangeKind,
     pub security: bool,
     pub binaries: Vec<String>,
     pub cves: Vec<CveFix>,
@@ -128,7 +130,9 @@ pub fn scan_inventory(
             continue;
         };
         let security_suite = c.suites.iter().copied().find(|&s| index.suites[s].security);
-        let security = security_suite.is_some();
+        // A security fix folded into a point release is still one.
+        let security = security_suite.is_some()
+            || carries_security_fix(index, &pkg.name, &pkg.arch, &pkg.version, c.version);
         if !security && !inv.include_non_security {
             continue;
         }
@@ -171,6 +175,13 @@ pub fn scan_inventory(
                 installed: f.source_installed.clone(),
                 candidate: f.source_candidate.clone(),
                 suite: f.suite.clone(),
+                kind: if f.security {
+                    ChangeKind::Security
+                } else if f.source_installed == f.source_candidate {
+                    ChangeKind::BinaryRebuild
+                } else {
+                    ChangeKind::Update
+                },
                 security: f.security,
                 binaries: Vec::new(),
                 cves: fixes.cves,
@@ -350,7 +361,64 @@ pub fn render_table(report: &ScanReport) -> String {
     out
 }
 
-/// One source package whose version differs between the default branch's lock and the new one.
+/// One binary package whose version (or presence) differs between two locks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BinaryChange {
+    pub name: String,
+    pub arch: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// What kind of change a source package brings, from the most pressing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    /// Carries a security fix (a security suite's version, or a changelog entry uploaded to
+    /// `<release>-security`, lies in the range), even when folded into a point release.
+    Security,
+    /// A newer source version without a security fix (point release, -updates).
+    Update,
+    /// The same source version, new binaries (a binNMU `+b1`, or binaries the lock was behind).
+    BinaryRebuild,
+    /// In the new image only (a first build, or a new dependency).
+    New,
+    /// In the old image only.
+    Removed,
+}
+
+impl ChangeKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            ChangeKind::Security => "security",
+            ChangeKind::Update => "update",
+            ChangeKind::BinaryRebuild => "binary rebuild",
+            ChangeKind::New => "new",
+            ChangeKind::Removed => "removed",
+        }
+    }
+}
+
+/// The changelog of a source package as read from the new image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changelog {
+    /// Its entries, newest first.
+    Entries(Vec<crate::debian::changelog::Entry>),
+    /// The image has no changelog for it (docs excluded, or none shipped).
+    Missing,
+}
+
+/// One changelog entry in an update's range, as a reviewer reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangelogEntry {
+    pub version: String,
+    pub distribution: String,
+    pub urgency: Option<String>,
+    pub cves: Vec<String>,
+}
+
+/// One source package that changed between the default branch's lock and the new one: its
+/// versions, every binary that changed, what kind of change, and what it fixes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub source: String,
@@ -358,50 +426,94 @@ pub struct Change {
     pub new: Option<String>,
     /// The suite the new version comes from, when the index has it.
     pub suite: Option<String>,
+    pub kind: ChangeKind,
     pub security: bool,
-    pub binaries: Vec<String>,
+    pub binaries: Vec<BinaryChange>,
+    /// From the tracker and from the package's own changelog, merged.
     pub cves: Vec<CveFix>,
     pub advisories: Vec<String>,
+    /// The changelog entries in (old, new]; None when no changelog was read (no image, or the
+    /// image has none: see `changelog_missing`).
+    pub changelog: Option<Vec<ChangelogEntry>>,
+    pub changelog_missing: bool,
 }
 
-/// The source-package changes from `old` (None: first build) to `new`.
+/// Whether some security suite of `index` carries a version v of the binary `name` (`arch` or
+/// `all`) with `installed` < v ≤ `candidate`: the update carries a security fix, even when the
+/// candidate itself comes from a point release.
+pub fn carries_security_fix(
+    index: &ReleaseIndex,
+    name: &str,
+    arch: &str,
+    installed: &str,
+    candidate: &str,
+) -> bool {
+    use crate::debian::version::compare;
+    use std::cmp::Ordering;
+    index.versions(name).iter().any(|a| {
+        index.suites[a.suite].security
+            && (a.arch == arch || a.arch == "all")
+            && compare(installed, &a.version) == Ordering::Less
+            && compare(&a.version, candidate) != Ordering::Greater
+    })
+}
+
+/// The changes from `old` (None: first build) to `new`, per source package: every binary whose
+/// version, or presence, changed. `changelogs` (by source) are read from the new image; with
+/// them, CVE ids come from the packages themselves and an entry uploaded to
+/// `<release>-security` makes the change a security one.
 pub fn changes(
     old: Option<&Lock>,
     new: &Lock,
     index: &ReleaseIndex,
     tracker: Option<&Tracker>,
+    changelogs: &BTreeMap<String, Changelog>,
 ) -> Vec<Change> {
-    let sources = |l: &Lock| -> BTreeMap<String, (String, BTreeSet<String>)> {
-        let mut m: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    use crate::debian::changelog;
+    type Binaries = BTreeMap<(String, String), String>;
+    let sources = |l: &Lock| -> BTreeMap<String, (String, Binaries)> {
+        let mut m: BTreeMap<String, (String, Binaries)> = BTreeMap::new();
         for p in &l.packages {
             let e = m
                 .entry(p.source.clone())
-                .or_insert_with(|| (p.source_version.clone(), BTreeSet::new()));
-            e.1.insert(p.name.clone());
+                .or_insert_with(|| (p.source_version.clone(), BTreeMap::new()));
+            e.1.insert((p.name.clone(), p.arch.clone()), p.version.clone());
         }
         m
     };
     let before = old.map(sources).unwrap_or_default();
     let after = sources(new);
     let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let empty = BTreeMap::new();
     let mut out = Vec::new();
     for name in names {
-        let o = before.get(name);
-        let n = after.get(name);
-        let (ov, nv) = (o.map(|x| x.0.clone()), n.map(|x| x.0.clone()));
-        if ov == nv {
+        let (ov, ob) = before
+            .get(name)
+            .map_or((None, &empty), |x| (Some(&x.0), &x.1));
+        let (nv, nb) = after
+            .get(name)
+            .map_or((None, &empty), |x| (Some(&x.0), &x.1));
+        let keys: BTreeSet<&(String, String)> = ob.keys().chain(nb.keys()).collect();
+        let binaries: Vec<BinaryChange> = keys
+            .into_iter()
+            .filter(|k| ob.get(*k) != nb.get(*k))
+            .map(|k| BinaryChange {
+                name: k.0.clone(),
+                arch: k.1.clone(),
+                old: ob.get(k).cloned(),
+                new: nb.get(k).cloned(),
+            })
+            .collect();
+        if ov == nv && binaries.is_empty() {
             continue;
         }
-        let binaries: Vec<String> = n
-            .or(o)
-            .map(|x| x.1.iter().cloned().collect())
-            .unwrap_or_default();
-        // Which suites carry the new source version (any of its binaries will do).
+        // Which suite carries the new source version (any of its binaries will do); whether a
+        // security suite carries a version in the range of any changed binary.
         let mut suite = None;
         let mut security = false;
-        if let Some(nv) = &nv {
-            for b in &binaries {
-                for a in index.versions(b) {
+        if let Some(nv) = nv {
+            for b in nb.keys() {
+                for a in index.versions(&b.0) {
                     if &a.source == name && &a.source_version == nv {
                         let meta = &index.suites[a.suite];
                         if meta.security || suite.is_none() {
@@ -412,22 +524,85 @@ pub fn changes(
                 }
             }
         }
-        let fixes = match (tracker, &ov, &nv) {
+        if ov.is_some() {
+            security |= binaries.iter().any(|b| match (&b.old, &b.new) {
+                (Some(o), Some(n)) => carries_security_fix(index, &b.name, &b.arch, o, n),
+                _ => false,
+            });
+        }
+        let (entries, changelog_missing) = match (changelogs.get(name), nv) {
+            (Some(Changelog::Entries(all)), Some(nv)) => (
+                Some(changelog::between(all, ov.map(String::as_str), nv)),
+                false,
+            ),
+            (Some(Changelog::Missing), _) => (None, true),
+            _ => (None, false),
+        };
+        // On a first build every entry is "in range": they say nothing about this update.
+        let entries = entries.filter(|_| ov.is_some());
+        if let Some(entries) = &entries {
+            security |= entries.iter().any(|e| e.is_security_upload(&new.suite));
+        }
+        let fixes = match (tracker, ov, nv) {
             (Some(t), Some(ov), Some(nv)) => t.fixes(name, &new.suite, ov, nv),
             _ => Default::default(),
         };
+        let mut cves = fixes.cves;
+        for c in &mut cves {
+            c.learnt_from = vec!["tracker".into()];
+        }
+        for e in entries.iter().flatten() {
+            for id in &e.cves {
+                match cves.iter_mut().find(|c| &c.id == id) {
+                    Some(c) => {
+                        if !c.learnt_from.iter().any(|l| l == "changelog") {
+                            c.learnt_from.push("changelog".into());
+                        }
+                        c.fixed_in.get_or_insert_with(|| e.version.clone());
+                    }
+                    None => cves.push(CveFix {
+                        id: id.clone(),
+                        urgency: e.urgency.clone(),
+                        status: "fixed".into(),
+                        note: None,
+                        learnt_from: vec!["changelog".into()],
+                        fixed_in: Some(e.version.clone()),
+                    }),
+                }
+            }
+        }
+        cves.sort_by(|a, b| a.id.cmp(&b.id));
+        let kind = match (ov, nv) {
+            (None, _) => ChangeKind::New,
+            (_, None) => ChangeKind::Removed,
+            _ if security => ChangeKind::Security,
+            (Some(o), Some(n)) if o == n => ChangeKind::BinaryRebuild,
+            _ => ChangeKind::Update,
+        };
         out.push(Change {
             source: name.clone(),
-            old: ov,
-            new: nv,
+            old: ov.cloned(),
+            new: nv.cloned(),
             suite,
-            security,
+            kind,
+            security: kind == ChangeKind::Security,
             binaries,
-            cves: fixes.cves,
+            cves,
             advisories: fixes.advisories,
+            changelog: entries.map(|es| {
+                es.iter()
+                    .map(|e| ChangelogEntry {
+                        version: e.version.clone(),
+                        distribution: e.distributions.join(" "),
+                        urgency: e.urgency.clone(),
+                        cves: e.cves.clone(),
+                    })
+                    .collect()
+            }),
+            changelog_missing,
         });
     }
-    // Security first, then by name: the order a reviewer reads.
-    out.sort_by(|a, b| b.security.cmp(&a.security).then(a.source.cmp(&b.source)));
+    // Most pressing first, then by name: the order a reviewer reads.
+    out.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.source.cmp(&b.source)));
     out
 }

@@ -503,7 +503,7 @@ async fn propose_unit<F: Forge>(
         .all(|l| l.tests.as_ref().is_some_and(|t| t.passed));
     let mut described = Vec::new();
     for ((p, old), lock) in pending.iter().zip(&default_locks).zip(&locks) {
-        let changes = builder.changes(p, old.as_ref(), lock)?;
+        let changes = builder.changes(p, old.as_ref(), lock).await?;
         described.push(describe(&p.name, branch, old.as_ref(), lock, &changes));
     }
     let (title, body) = match unit.group {

@@ -49,6 +49,10 @@ pub struct CveFix {
     pub status: String,
     /// Why Debian handled it outside a DSA: no-dsa, postponed, ignored, unimportant.
     pub note: Option<String>,
+    /// Where rebake learnt of it: `tracker`, `changelog` (the package's own changelog), or both.
+    pub learnt_from: Vec<String>,
+    /// The version whose changelog entry names it, when a changelog does.
+    pub fixed_in: Option<String>,
 }
 
 /// What the tracker says an update from `installed` to `candidate` (source versions) fixes.
@@ -119,6 +123,8 @@ impl Tracker {
                         urgency: r.urgency.clone(),
                         status: r.status.clone(),
                         note: note_for(r),
+                        learnt_from: vec!["tracker".into()],
+                        fixed_in: None,
                     });
                 }
             }
@@ -133,6 +139,8 @@ impl Tracker {
                             urgency: None,
                             status: "resolved".into(),
                             note: None,
+                            learnt_from: vec!["tracker".into()],
+                            fixed_in: None,
                         });
                     }
                 }

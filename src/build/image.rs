@@ -237,6 +237,26 @@ fn indent(text: &str) -> String {
 /// The packages installed in `image_id`, read from its `/var/lib/dpkg/status` (a container is
 /// created for it, never started, and always removed).
 pub async fn inventory(docker: &Docker, image_id: &str) -> Result<Vec<InstalledPackage>> {
+    const STATUS: &str = "/var/lib/dpkg/status";
+    let files = read_files(docker, image_id, &[STATUS.to_string()])
+        .await
+        .with_context(|| format!("inventory of {image_id}"))?;
+    let bytes = files
+        .get(STATUS)
+        .ok_or_else(|| anyhow!("inventory of {image_id}: the image has no {STATUS}"))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| anyhow!("inventory of {image_id}: {STATUS} is not UTF-8"))?;
+    status::parse(&text).map_err(|e| anyhow!("inventory of {image_id}: {STATUS}:{e}"))
+}
+
+/// Regular files of an image, read through a container that is created (never started) and
+/// removed again: path → bytes, for the paths that exist as regular files (a symlink or a
+/// directory is left out).
+pub async fn read_files(
+    docker: &Docker,
+    image_id: &str,
+    paths: &[String],
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let created = docker
         .create_container(
             None::<bollard::query_parameters::CreateContainerOptions>,
@@ -248,8 +268,21 @@ pub async fn inventory(docker: &Docker, image_id: &str) -> Result<Vec<InstalledP
             },
         )
         .await
-        .with_context(|| format!("inventory of {image_id}: cannot create a container"))?;
-    let result = read_status(docker, &created.id, image_id).await;
+        .with_context(|| format!("cannot create a container of {image_id}"))?;
+    let mut out = BTreeMap::new();
+    let mut result = Ok(());
+    for path in paths {
+        match read_regular_file(docker, &created.id, path).await {
+            Ok(Some(bytes)) => {
+                out.insert(path.clone(), bytes);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     let removed = docker
         .remove_container(
             &created.id,
@@ -260,44 +293,96 @@ pub async fn inventory(docker: &Docker, image_id: &str) -> Result<Vec<InstalledP
             }),
         )
         .await;
-    let packages = result?;
+    result?;
     removed.with_context(|| format!("cannot remove container {}", created.id))?;
-    Ok(packages)
+    Ok(out)
 }
 
-async fn read_status(
+async fn read_regular_file(
     docker: &Docker,
     container: &str,
-    image_id: &str,
-) -> Result<Vec<InstalledPackage>> {
-    const STATUS: &str = "/var/lib/dpkg/status";
+    path: &str,
+) -> Result<Option<Vec<u8>>> {
     let mut stream = docker.download_from_container(
         container,
         Some(DownloadFromContainerOptions {
-            path: STATUS.to_string(),
+            path: path.to_string(),
         }),
     );
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(
-            &chunk.with_context(|| format!("inventory of {image_id}: cannot read {STATUS}"))?,
-        );
-    }
-    let mut archive = tar::Archive::new(&bytes[..]);
-    let mut text = None;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.path()?.file_name().is_some_and(|n| n == "status") {
-            let mut s = String::new();
-            entry
-                .read_to_string(&mut s)
-                .with_context(|| format!("inventory of {image_id}: {STATUS} is not UTF-8"))?;
-            text = Some(s);
-            break;
+        match chunk {
+            Ok(c) => bytes.extend_from_slice(&c),
+            Err(e) if crate::engine::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(anyhow!("cannot read {path}: {e}")),
         }
     }
-    let text = text.ok_or_else(|| anyhow!("inventory of {image_id}: the image has no {STATUS}"))?;
-    status::parse(&text).map_err(|e| anyhow!("inventory of {image_id}: {STATUS}:{e}"))
+    let mut archive = tar::Archive::new(&bytes[..]);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .with_context(|| format!("cannot read {path}"))?;
+            return Ok(Some(data));
+        }
+        return Ok(None);
+    }
+    Ok(None)
+}
+
+/// The Debian changelog of each source package (`(source, its binaries)`) in the image, from
+/// `/usr/share/doc/<binary>/changelog.Debian.gz` of the first binary that has one (the source's
+/// namesake first), with a binNMU's `changelog.Debian.<arch>.gz` entries before it.
+pub async fn read_changelogs(
+    docker: &Docker,
+    image_id: &str,
+    arch: &str,
+    sources: &[(String, Vec<String>)],
+) -> Result<BTreeMap<String, crate::plan::Changelog>> {
+    use crate::plan::Changelog;
+    let candidates = |source: &str, binaries: &[String]| -> Vec<String> {
+        let mut names: Vec<&str> = vec![source];
+        names.extend(binaries.iter().map(String::as_str).filter(|b| *b != source));
+        names.into_iter().map(str::to_string).collect()
+    };
+    let mut paths = Vec::new();
+    for (source, binaries) in sources {
+        for b in candidates(source, binaries) {
+            paths.push(format!("/usr/share/doc/{b}/changelog.Debian.gz"));
+            paths.push(format!("/usr/share/doc/{b}/changelog.Debian.{arch}.gz"));
+        }
+    }
+    let files = read_files(docker, image_id, &paths).await?;
+    let gunzip = |bytes: &Vec<u8>| -> Option<String> {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    };
+    let mut out = BTreeMap::new();
+    for (source, binaries) in sources {
+        let found = candidates(source, binaries).into_iter().find_map(|b| {
+            let main = files.get(&format!("/usr/share/doc/{b}/changelog.Debian.gz"))?;
+            let mut entries = files
+                .get(&format!("/usr/share/doc/{b}/changelog.Debian.{arch}.gz"))
+                .and_then(gunzip)
+                .map(|t| crate::debian::changelog::parse(&t))
+                .unwrap_or_default();
+            entries.extend(crate::debian::changelog::parse(&gunzip(main)?));
+            Some(entries)
+        });
+        out.insert(
+            source.clone(),
+            match found {
+                Some(entries) if !entries.is_empty() => Changelog::Entries(entries),
+                _ => Changelog::Missing,
+            },
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

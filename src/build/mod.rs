@@ -18,7 +18,10 @@ mod rootfs;
 
 use crate::state::sha256_hex;
 pub use base::{build_base, BaseImage, BASE_PATH, BASE_REPO};
-pub use image::{build_image, build_image_with, candidate_tag, context_tar, inventory};
+pub use image::{
+    build_image, build_image_with, candidate_tag, context_tar, inventory, read_changelogs,
+    read_files,
+};
 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

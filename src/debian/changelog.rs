@@ -58,9 +58,13 @@ fn header(line: &str) -> Option<Entry> {
     }
     let urgency = metadata.split(',').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("urgency")
-            .then(|| v.trim().split_whitespace().next().unwrap_or("").to_lowercase())
+        k.trim().eq_ignore_ascii_case("urgency").then(|| {
+            v.trim()
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_lowercase()
+        })
     });
     Some(Entry {
         package: package.to_string(),
@@ -107,7 +111,7 @@ pub fn cve_ids(text: &str) -> Vec<String> {
 pub fn parse(text: &str) -> Vec<Entry> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut body = String::new();
-    let mut finish = |entry: Option<&mut Entry>, body: &mut String| {
+    let finish = |entry: Option<&mut Entry>, body: &mut String| {
         if let Some(e) = entry {
             for id in cve_ids(body) {
                 if !e.cves.contains(&id) {
@@ -196,7 +200,10 @@ openssl (0.9) unstable; urgency=low
             .map(|e| e.version.as_str())
             .collect();
         assert_eq!(got, ["3.5.9-1~deb13u1", "3.5.7-1~deb13u3"]);
-        assert_eq!(between(&e, Some("3.5.7-1~deb13u3"), "3.5.7-1~deb13u3").len(), 0);
+        assert_eq!(
+            between(&e, Some("3.5.7-1~deb13u3"), "3.5.7-1~deb13u3").len(),
+            0
+        );
         assert_eq!(between(&e, None, "3.5.7-1~deb13u3").len(), 2);
     }
 

@@ -191,7 +191,11 @@ fn changelog_entries_agree_with_dpkg_parsechangelog() {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 50, "only {} changelogs on this host", files.len());
+    assert!(
+        files.len() >= 50,
+        "only {} changelogs on this host",
+        files.len()
+    );
     // dpkg-parsechangelog (perl) takes ~0.1 s a file: a spread of about 120 of them.
     let step = files.len().div_ceil(120);
     let files: Vec<_> = files.into_iter().step_by(step).collect();
