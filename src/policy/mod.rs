@@ -69,9 +69,11 @@ pub struct RawPolicy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpdates {
-    pub security: Option<bool>,
+    /// Refused with an explanation: security updates are always proposed.
+    pub security: Option<serde_yaml_ng::Value>,
     pub point_release: Option<bool>,
-    pub backports: Option<bool>,
+    /// Refused with an explanation: backports are not candidates (see README).
+    pub backports: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,23 +118,18 @@ pub struct Policy {
     pub schedule: Option<crate::config::CronSchedule>,
 }
 
-/// Which archive updates trigger a rebuild.
+/// Which archive updates trigger a rebuild. Security updates (an update carrying a security
+/// fix) always do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Updates {
-    /// `<suite>-security`.
-    pub security: bool,
-    /// `<suite>-updates` and point releases of `<suite>`.
+    /// `<suite>-updates` and point releases of `<suite>` without a security fix.
     pub point_release: bool,
-    /// `<suite>-backports`.
-    pub backports: bool,
 }
 
 impl Default for Updates {
     fn default() -> Self {
         Updates {
-            security: true,
             point_release: true,
-            backports: false,
         }
     }
 }
@@ -483,11 +480,27 @@ fn validate_policy(
     let updates = raw
         .updates
         .map(|u| {
-            let defaults = Updates::default();
+            let field = root.key("updates");
+            if u.security.is_some() {
+                d.error(
+                    &field.key("security"),
+                    "updates.security is no longer a setting: an update that carries a \
+                     security fix is always proposed"
+                        .to_string(),
+                    "remove the line",
+                );
+            }
+            if u.backports.is_some() {
+                d.error(
+                    &field.key("backports"),
+                    "updates.backports is not supported: rebake takes a backports version only \
+                     for a package installed from backports, as apt does"
+                        .to_string(),
+                    "remove the line",
+                );
+            }
             Updates {
-                security: u.security.unwrap_or(defaults.security),
-                point_release: u.point_release.unwrap_or(defaults.point_release),
-                backports: u.backports.unwrap_or(defaults.backports),
+                point_release: u.point_release.unwrap_or(Updates::default().point_release),
             }
         })
         .unwrap_or_default();

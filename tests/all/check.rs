@@ -460,3 +460,26 @@ fn shipped_config_example_validates() {
     assert_eq!(forge.token_env.as_deref(), Some("GITHUB_TOKEN"));
     assert_eq!(config.schedule.scan.as_str(), "7 * * * *");
 }
+
+/// `updates.security` and `updates.backports` were accepted and did nothing: refused now, each
+/// at its line, saying why; `updates.point_release` stays.
+#[test]
+fn updates_security_and_backports_are_refused_with_the_reason() {
+    let policy = format!(
+        "{VALID_POLICY}updates:\n  security: true\n  point_release: false\n  backports: true\n"
+    );
+    let repo = scratch_repo(&[("policies/web.yaml", &policy)]);
+    let diagnostics = problems(repo.path());
+    assert_eq!(diagnostics.len(), 2, "{}", show(&diagnostics));
+    let security = about(&diagnostics, "updates.security");
+    assert_eq!(security.line, 9);
+    assert!(security.message.contains("always proposed"), "{security}");
+    let backports = about(&diagnostics, "updates.backports");
+    assert_eq!(backports.line, 11);
+    assert!(backports.message.contains("not supported"), "{backports}");
+    let ok = scratch_repo(&[(
+        "policies/web.yaml",
+        &format!("{VALID_POLICY}updates:\n  point_release: false\n"),
+    )]);
+    assert!(check_repo(ok.path(), None).is_ok());
+}

@@ -730,3 +730,87 @@ fn scans_the_repository_images_from_their_locks() {
     std::fs::write(&lock_path, "lock_version: 1\nname: nginx\nsuite: [\n").unwrap();
     assert_refused(&run(&[]), &["images/nginx/rebake.lock:", "malformed lock"]);
 }
+
+/// A security fix later folded into a point release: openssl 3.5.1-1 installed, trixie-security
+/// still carries 3.5.7-1~deb13u3, the point release brings 3.5.9-1~deb13u1. The update carries
+/// a security fix, so it is a security update — also under `point_release: false`, which only
+/// hides the plain point-release change (tzdata). The version proposed is apt's candidate.
+#[test]
+fn a_security_fix_folded_into_a_point_release_is_a_security_update() {
+    let mut a = TestArchive::new();
+    for p in [
+        Pkg::new("libssl3t64", "3.5.1-1", "amd64").source("openssl"),
+        Pkg::new("tzdata", "2025a-1", "all"),
+    ] {
+        a.add("debian", "trixie", p);
+    }
+    for p in [
+        Pkg::new("libssl3t64", "3.5.9-1~deb13u1", "amd64").source("openssl"),
+        Pkg::new("tzdata", "2025b-0+deb13u1", "all"),
+    ] {
+        a.add("debian", "trixie-updates", p);
+    }
+    a.add(
+        SEC,
+        "trixie-security",
+        Pkg::new("libssl3t64", "3.5.7-1~deb13u3", "amd64").source("openssl"),
+    );
+    a.publish();
+    let status = dpkg_status(&[
+        StatusEntry::new("libssl3t64", "3.5.1-1", "amd64").source("openssl"),
+        StatusEntry::new("tzdata", "2025a-1", "all"),
+    ]);
+    let s = Scenario::new(a, &status);
+    let repo = s.state.path().join("repo");
+    std::fs::create_dir_all(repo.join("policies")).unwrap();
+    std::fs::create_dir_all(repo.join("templates")).unwrap();
+    std::fs::write(repo.join("templates/web.hbs"), "FROM {{base_image}}\n").unwrap();
+    std::fs::write(
+        repo.join("policies/web.yaml"),
+        "template: web.hbs\nsuite: trixie\nupdates:\n  point_release: false\n",
+    )
+    .unwrap();
+    let lock = rebake::lock::Lock {
+        lock_version: 1,
+        name: "web".into(),
+        suite: "trixie".into(),
+        architecture: "amd64".into(),
+        archive: vec![],
+        base: None,
+        packages: rebake::debian::status::parse(&status).unwrap(),
+        image: None,
+        tests: None,
+    };
+    let lock_path = repo.join("images/web/rebake.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    std::fs::write(&lock_path, lock.to_yaml().unwrap()).unwrap();
+    let args: Vec<String> = [
+        "scan",
+        "--sources",
+        &s.sources.display().to_string(),
+        "--format",
+        "json",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let out = rebake(s.state.path(), &args);
+    assert_success(&out);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_matches_schema(&r);
+    let image = &r["images"][0];
+    let findings = image["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "only the security update: {image:#}");
+    let f = &findings[0];
+    assert_eq!(f["package"], "libssl3t64");
+    assert_eq!(f["security"], true, "{f:#}");
+    assert_eq!(f["candidate"], "3.5.9-1~deb13u1", "{f:#}");
+    assert_eq!(image["sources"][0]["kind"], "security");
+
+    // apt with its default priorities installs the same version.
+    let apt = AptSandbox::new(&s.sources, &status);
+    assert_eq!(
+        apt.candidate("libssl3t64").as_deref(),
+        Some("3.5.9-1~deb13u1")
+    );
+}
