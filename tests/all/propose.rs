@@ -673,3 +673,78 @@ fn rebuilding_the_proposal_commit_gives_the_proposed_image_id() {
         "the rebuild of the proposal commit differs from the proposed image"
     );
 }
+
+/// With no Security Tracker configured, an image whose openssl is behind gets a proposal that
+/// calls it a security update and names the CVEs fixed in between, read from openssl's own
+/// changelog in the rebuilt image — also under `point_release: false`.
+#[test]
+fn the_proposal_names_the_cves_from_the_packages_own_changelog() {
+    let ops = ticker_gitops("rebake-changelog-ticker");
+    let (state, _guard) = shared_state();
+    let first = crate::support::gitops::rebake(&ops, state, &["propose", "--no-push"], &[]);
+    assert_eq!(action(&first, "ticker"), "opened", "{}", text(&first));
+    apply_by_hand(&ops, "rebake/ticker", "images");
+    // That proposal is done with: its branch goes.
+    git(&ops.clone, &["push", "-q", "origin", "--delete", "rebake/ticker"]);
+
+    // main's lock says openssl is still at trixie's first version; the policy takes no point
+    // releases.
+    let lock_path = ops.clone.join("images/ticker/rebake.lock");
+    let mut lock =
+        rebake::lock::Lock::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path)
+            .unwrap();
+    let mut behind = 0;
+    for p in lock.packages.iter_mut().filter(|p| p.source == "openssl") {
+        p.version = "3.5.1-1".into();
+        p.source_version = "3.5.1-1".into();
+        behind += 1;
+    }
+    assert!(behind > 0, "the base has openssl's libraries");
+    std::fs::write(&lock_path, lock.to_yaml().unwrap()).unwrap();
+    let policy_path = ops.clone.join("policies/ticker.yaml");
+    let policy = std::fs::read_to_string(&policy_path).unwrap();
+    std::fs::write(
+        &policy_path,
+        format!("{policy}updates:\n  point_release: false\n"),
+    )
+    .unwrap();
+    git(
+        &ops.clone,
+        &["commit", "-q", "-am", "openssl behind; no point releases"],
+    );
+    git(&ops.clone, &["push", "-q", "origin", "main"]);
+
+    let second = crate::support::gitops::rebake(&ops, state, &["propose", "--no-push"], &[]);
+    assert_eq!(action(&second, "ticker"), "opened", "{}", text(&second));
+    let head = branch_head(&ops.bare, "rebake/ticker").unwrap();
+    let body = git(&ops.bare, &["log", "-1", "--format=%B", &head]);
+    let title = body.lines().next().unwrap();
+    assert!(
+        title.starts_with("ticker: security update (openssl 3.5.1-1 → "),
+        "{title}"
+    );
+    let openssl_row = body
+        .lines()
+        .find(|l| l.starts_with("| openssl |"))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(openssl_row.contains("| security |"), "{openssl_row}");
+    assert!(
+        openssl_row.contains("libssl3t64 3.5.1-1 → "),
+        "{openssl_row}"
+    );
+    let from_changelog: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|l| l.contains("| openssl |") && l.ends_with("| changelog |"))
+        .filter_map(|l| l.split(['[', ']']).nth(1))
+        .collect();
+    assert!(
+        from_changelog.len() >= 10,
+        "openssl's trixie-security uploads since 3.5.1-1 name many CVEs: {body}"
+    );
+    assert!(body.contains("### Changelog"), "{body}");
+    assert!(body.contains("| trixie-security |"), "{body}");
+    eprintln!(
+        "openssl 3.5.1-1 → new: {} CVE ids from the changelog (title: {title})",
+        from_changelog.len()
+    );
+}
