@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 /// The tracker's view of one CVE in one release (`releases.<codename>` in its JSON).
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -214,6 +215,97 @@ pub async fn read_location(location: &str) -> Result<Vec<u8>> {
             .to_vec())
     } else {
         std::fs::read(location).with_context(|| format!("cannot read {location}"))
+    }
+}
+
+/// Where Debian publishes the Security Tracker's data: rebake's default tracker.
+pub const DEFAULT_TRACKER_URL: &str = "https://security-tracker.debian.org/tracker/data/json";
+
+/// The largest tracker JSON rebake reads (it is about 70 MB today).
+pub const MAX_TRACKER_BYTES: u64 = 256 << 20;
+
+/// The tracker's JSON from `url`, through a cache in `cache_dir`: a conditional GET (its
+/// `ETag`/`Last-Modified`) answered 304 reads the cached copy. Bounded: a connect timeout, an
+/// overall timeout and [`MAX_TRACKER_BYTES`]. When the download fails and a cached copy exists,
+/// that copy is used and the failure returned beside it.
+pub async fn fetch_tracker_json(
+    url: &str,
+    cache_dir: &Path,
+) -> Result<(Vec<u8>, Option<anyhow::Error>)> {
+    let body_path = cache_dir.join("tracker.json");
+    let meta_path = cache_dir.join("tracker.validators");
+    let cached = std::fs::read(&body_path).ok();
+    let validators = std::fs::read_to_string(&meta_path).unwrap_or_default();
+    let header = |name: &str| {
+        validators
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_string)
+    };
+    let fetched: Result<Option<(Vec<u8>, String)>> = async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(15))
+            .timeout(std::time::Duration::from_secs(300))
+            .user_agent(concat!("rebake/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut req = client.get(url);
+        if cached.is_some() {
+            if let Some(etag) = header("ETag") {
+                req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = header("Last-Modified") {
+                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let mut resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot fetch {url}"))?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            bail!("cannot fetch {url}: HTTP {}", resp.status());
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_TRACKER_BYTES) {
+            bail!(
+                "{url} is larger than rebake reads ({} MiB)",
+                MAX_TRACKER_BYTES >> 20
+            );
+        }
+        let mut meta = String::new();
+        for name in ["ETag", "Last-Modified"] {
+            if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
+                meta.push_str(&format!("{name}: {v}\n"));
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("cannot fetch {url}"))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > MAX_TRACKER_BYTES {
+                bail!(
+                    "{url} is larger than rebake reads ({} MiB)",
+                    MAX_TRACKER_BYTES >> 20
+                );
+            }
+        }
+        Ok(Some((body, meta)))
+    }
+    .await;
+    match (fetched, cached) {
+        (Ok(Some((body, meta))), _) => {
+            crate::state::write_atomic(&body_path, &body)?;
+            crate::state::write_atomic(&meta_path, meta.as_bytes())?;
+            Ok((body, None))
+        }
+        (Ok(None), Some(cached)) => Ok((cached, None)),
+        (Ok(None), None) => unreachable!("304 is only accepted with a cached copy"),
+        (Err(e), Some(cached)) => Ok((cached, Some(e))),
+        (Err(e), None) => Err(e),
     }
 }
 

@@ -317,19 +317,20 @@ async fn read_regular_file(
             Err(e) => return Err(anyhow!("cannot read {path}: {e}")),
         }
     }
+    // The archive of one path: its first entry is the path itself.
     let mut archive = tar::Archive::new(&bytes[..]);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.header().entry_type().is_file() {
-            let mut data = Vec::new();
-            entry
-                .read_to_end(&mut data)
-                .with_context(|| format!("cannot read {path}"))?;
-            return Ok(Some(data));
-        }
+    let Some(entry) = archive.entries()?.next() else {
+        return Ok(None);
+    };
+    let mut entry = entry?;
+    if !entry.header().entry_type().is_file() {
         return Ok(None);
     }
-    Ok(None)
+    let mut data = Vec::new();
+    entry
+        .read_to_end(&mut data)
+        .with_context(|| format!("cannot read {path}"))?;
+    Ok(Some(data))
 }
 
 /// The Debian changelog of each source package (`(source, its binaries)`) in the image, from

@@ -85,17 +85,73 @@ pub fn load_sources(explicit: Option<&Path>, config: &Config) -> Result<Vec<Sour
     Ok(entries)
 }
 
-/// Loads the tracker JSON and advisory lists, when any are configured.
-pub async fn load_tracker(json: Option<&str>, lists: &[String]) -> Result<Option<Tracker>> {
+/// The Security Tracker for this run: the JSON the command line names (`json`), else
+/// rebake.yaml's `security_tracker.json`, else Debian's public one
+/// ([`crate::security::DEFAULT_TRACKER_URL`], or `REBAKE_SECURITY_TRACKER`), cached in the
+/// state directory; `off` turns it off. The default tracker being unreachable is a warning (the
+/// CVEs then come from the packages' changelogs); one that was asked for is an error. Advisory
+/// lists: the command line's and rebake.yaml's.
+pub async fn tracker_from(
+    config: &Config,
+    json: Option<&str>,
+    extra_lists: &[String],
+    state_dir: &Path,
+) -> Result<Option<Tracker>> {
+    let configured = config.security_tracker.as_ref();
+    let asked = json
+        .map(str::to_string)
+        .or_else(|| configured.and_then(|t| t.json.clone()));
+    let (location, is_default) = match asked {
+        Some(j) if j == "off" => (None, false),
+        Some(j) => (Some(j), false),
+        None if configured.is_some_and(|t| t.json_off) => (None, false),
+        None => match std::env::var("REBAKE_SECURITY_TRACKER") {
+            Ok(v) if v == "off" => (None, true),
+            Ok(v) if !v.is_empty() => (Some(v), true),
+            _ => (Some(crate::security::DEFAULT_TRACKER_URL.to_string()), true),
+        },
+    };
+    let mut lists = extra_lists.to_vec();
+    if let Some(t) = configured {
+        lists.extend(t.dsa_list.iter().cloned());
+        lists.extend(t.dla_list.iter().cloned());
+    }
+    let json = match location {
+        None => None,
+        Some(loc) => {
+            let got = if loc.starts_with("http://") || loc.starts_with("https://") {
+                crate::security::fetch_tracker_json(&loc, &state_dir.join("tracker")).await
+            } else {
+                read_location(&loc).await.map(|b| (b, None))
+            };
+            match got {
+                Ok((bytes, stale)) => {
+                    if let Some(e) = stale {
+                        warn_once(&format!("{e:#}; using the tracker data cached earlier"));
+                    }
+                    Some((loc, bytes))
+                }
+                Err(e) if is_default => {
+                    warn_once(&format!(
+                        "the Debian Security Tracker is not reachable ({e:#}); CVEs are named \
+                         from the packages' own changelogs only"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
     if json.is_none() && lists.is_empty() {
         return Ok(None);
     }
     let mut tracker = match json {
-        Some(loc) => Tracker::from_json(&read_location(loc).await?)
-            .with_context(|| format!("security tracker {loc}"))?,
+        Some((loc, bytes)) => {
+            Tracker::from_json(&bytes).with_context(|| format!("security tracker {loc}"))?
+        }
         None => Tracker::default(),
     };
-    for loc in lists {
+    for loc in &lists {
         let bytes = read_location(loc).await?;
         tracker
             .add_advisory_list(&String::from_utf8_lossy(&bytes))
@@ -104,23 +160,12 @@ pub async fn load_tracker(json: Option<&str>, lists: &[String]) -> Result<Option
     Ok(Some(tracker))
 }
 
-/// The tracker the command line names (`json`, extra advisory lists) or else rebake.yaml's;
-/// rebake.yaml's advisory lists always count.
-pub async fn tracker_from(
-    config: &Config,
-    json: Option<&str>,
-    extra_lists: &[String],
-) -> Result<Option<Tracker>> {
-    let configured = config.security_tracker.as_ref();
-    let json = json
-        .map(str::to_string)
-        .or_else(|| configured.and_then(|t| t.json.clone()));
-    let mut lists = extra_lists.to_vec();
-    if let Some(t) = configured {
-        lists.extend(t.dsa_list.iter().cloned());
-        lists.extend(t.dla_list.iter().cloned());
+/// A warning on stderr, once per process (the service scans again and again).
+fn warn_once(message: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("rebake: warning: {message}");
     }
-    load_tracker(json.as_deref(), &lists).await
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -32,7 +32,7 @@ pub(super) async fn propose_on(
     entries: &[crate::debian::sources::SourceEntry],
     req: &ProposeRequest,
 ) -> Result<Vec<crate::propose::ProposeResult>> {
-    let tracker = tracker_from(config, None, &[])
+    let tracker = tracker_from(config, None, &[], state_dir)
         .await?
         .map(std::sync::Arc::new);
     let run = crate::propose::ProposeRun {

@@ -81,8 +81,13 @@ pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
     let state_dir = ctx.state_dir(&config);
     let report = runtime()?.block_on(async {
         let fetcher = Fetcher::new(&state_dir, Progress::auto(false))?;
-        let tracker =
-            tracker_from(&config, req.security_tracker.as_deref(), &req.advisories).await?;
+        let tracker = tracker_from(
+            &config,
+            req.security_tracker.as_deref(),
+            &req.advisories,
+            &state_dir,
+        )
+        .await?;
         plan::scan(&fetcher, &entries, tracker.as_ref(), &inventories).await
     })?;
     match req.format {

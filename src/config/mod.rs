@@ -199,8 +199,8 @@ pub struct Config {
 }
 
 /// Where Debian's security data comes from. Each is an http(s) URL or an absolute file path
-/// (relative paths in the file are resolved against its directory). Nothing is fetched that is
-/// not configured.
+/// (relative paths in the file are resolved against its directory). Without `json`, Debian's
+/// public tracker is read (cached); `json: off` reads none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecurityTracker {
     /// The tracker's JSON export (CVE -> package -> fixed version per release); None = not used.
@@ -209,6 +209,8 @@ pub struct SecurityTracker {
     pub dsa_list: Option<String>,
     /// DLA list, the same for Debian LTS.
     pub dla_list: Option<String>,
+    /// `json: off`: no tracker JSON, not even Debian's public one.
+    pub json_off: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -425,8 +427,10 @@ pub fn validate_config(
         let mut resource = |name: &str, value: Option<String>| {
             value.and_then(|v| url_or_path(&mut d, &field.key(name), &v, base_dir))
         };
+        let json_off = tracker.json.as_deref() == Some("off");
         config.security_tracker = Some(SecurityTracker {
-            json: resource("json", tracker.json),
+            json_off,
+            json: resource("json", tracker.json.filter(|j| j != "off")),
             dsa_list: resource("dsa_list", tracker.dsa_list),
             dla_list: resource("dla_list", tracker.dla_list),
         });

@@ -58,13 +58,9 @@ fn header(line: &str) -> Option<Entry> {
     }
     let urgency = metadata.split(',').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("urgency").then(|| {
-            v.trim()
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_lowercase()
-        })
+        k.trim()
+            .eq_ignore_ascii_case("urgency")
+            .then(|| v.split_whitespace().next().unwrap_or("").to_lowercase())
     });
     Some(Entry {
         package: package.to_string(),

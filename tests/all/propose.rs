@@ -685,7 +685,10 @@ fn the_proposal_names_the_cves_from_the_packages_own_changelog() {
     assert_eq!(action(&first, "ticker"), "opened", "{}", text(&first));
     apply_by_hand(&ops, "rebake/ticker", "images");
     // That proposal is done with: its branch goes.
-    git(&ops.clone, &["push", "-q", "origin", "--delete", "rebake/ticker"]);
+    git(
+        &ops.clone,
+        &["push", "-q", "origin", "--delete", "rebake/ticker"],
+    );
 
     // main's lock says openssl is still at trixie's first version; the policy takes no point
     // releases.

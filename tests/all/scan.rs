@@ -110,18 +110,26 @@ impl Scenario {
     }
 }
 
-/// Runs the real binary in a scratch repository with its own state directory.
+/// Runs the real binary in a scratch repository with its own state directory (and Debian's
+/// public Security Tracker off: the tests serve their own).
 pub fn rebake(state: &Path, args: &[String]) -> Output {
+    rebake_with(state, args, &[("REBAKE_SECURITY_TRACKER", "off")])
+}
+
+/// [`rebake`] with `env` set.
+fn rebake_with(state: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
     let repo = state.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rebake"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rebake"));
+    cmd.args(args)
         .arg("--repo")
         .arg(&repo)
         .env("REBAKE_STATE_DIR", state.join("state"))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run rebake")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run rebake")
 }
 
 /// The JSON report is what docs/scan-report.schema.json documents.
@@ -813,4 +821,117 @@ fn a_security_fix_folded_into_a_point_release_is_a_security_update() {
         apt.candidate("libssl3t64").as_deref(),
         Some("3.5.9-1~deb13u1")
     );
+}
+
+/// With no tracker configured, Debian's public tracker is read by default (here served on
+/// 127.0.0.1 through `REBAKE_SECURITY_TRACKER`), cached with its validators: the next scan asks
+/// conditionally and reads the cache on 304. Unreachable, it is a warning, not a failure; a
+/// response larger than rebake reads is refused by its announced size.
+#[test]
+fn the_default_tracker_is_read_cached_and_optional() {
+    let s = Scenario::typical();
+    let tracker_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tracker_dir.path().join("json"),
+        r#"{"openssl":{"CVE-2025-9230":{"releases":{"trixie":{"status":"resolved","fixed_version":"3.5.4-1~deb13u1","urgency":"high"}}}}}"#,
+    )
+    .unwrap();
+    let tracker = TestServer::start(tracker_dir.path());
+    let url = format!("{}/json", tracker.url());
+    let args: Vec<String> = [
+        "scan",
+        "--sources",
+        &s.sources.display().to_string(),
+        "--dpkg-status",
+        &s.status.display().to_string(),
+        "--suite",
+        "trixie",
+        "--format",
+        "json",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let cves = |out: &Output| -> Vec<String> {
+        assert_success(out);
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_matches_schema(&r);
+        r["images"][0]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|src| src["cves"].as_array().unwrap().clone())
+            .map(|c| {
+                assert_eq!(c["learnt_from"], serde_json::json!(["tracker"]));
+                c["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let env = [("REBAKE_SECURITY_TRACKER", url.as_str())];
+    assert_eq!(
+        cves(&rebake_with(s.state.path(), &args, &env)),
+        ["CVE-2025-9230"]
+    );
+    assert_eq!(
+        cves(&rebake_with(s.state.path(), &args, &env)),
+        ["CVE-2025-9230"]
+    );
+    assert_eq!(
+        tracker.count_status("/json", 304),
+        1,
+        "{:?}",
+        tracker.requests()
+    );
+
+    // Unreachable: a warning, and the scan goes on (the cached copy is used when there is one).
+    let fresh = tempfile::tempdir().unwrap();
+    let out = rebake_with(
+        fresh.path(),
+        &args,
+        &[("REBAKE_SECURITY_TRACKER", "http://127.0.0.1:9/json")],
+    );
+    assert!(cves(&out).is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: the Debian Security Tracker is not reachable")
+            && err.contains("127.0.0.1:9"),
+        "{err}"
+    );
+    let out = rebake_with(
+        s.state.path(),
+        &args,
+        &[("REBAKE_SECURITY_TRACKER", "http://127.0.0.1:9/json")],
+    );
+    assert_eq!(cves(&out), ["CVE-2025-9230"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("using the tracker data cached earlier"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Oversize: refused by the announced length, before reading it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let big = format!("http://{}/json", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 300000000\r\n\r\n{",
+        );
+    });
+    let fresh = tempfile::tempdir().unwrap();
+    let out = rebake_with(
+        fresh.path(),
+        &args,
+        &[("REBAKE_SECURITY_TRACKER", big.as_str())],
+    );
+    assert!(cves(&out).is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is larger than rebake reads (256 MiB)"),
+        "{err}"
+    );
+    server.join().unwrap();
 }

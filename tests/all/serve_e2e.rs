@@ -126,6 +126,7 @@ fn start_serve(ops: &GitOps, state: &Path) -> Serve {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--repo"])
         .arg(&ops.clone)
         .env("REBAKE_STATE_DIR", state)
+        .env("REBAKE_SECURITY_TRACKER", "off")
         .env("RUST_LOG", "info")
         .envs(ENV)
         .stdout(Stdio::null())
