@@ -821,6 +821,19 @@ fn a_security_fix_folded_into_a_point_release_is_a_security_update() {
         apt.candidate("libssl3t64").as_deref(),
         Some("3.5.9-1~deb13u1")
     );
+    // unattended-upgrades' `origin=Debian,label=Debian-Security` takes the security suite's
+    // own version instead (as apt pinned to that origin alone), and no tzdata change at all.
+    std::fs::write(
+        apt.dir().join("preferences.d/security-only"),
+        "Package: *\nPin: release o=Debian,l=Debian-Security\nPin-Priority: 990\n\n\
+         Package: *\nPin: release o=Debian\nPin-Priority: -1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        apt.candidate("libssl3t64").as_deref(),
+        Some("3.5.7-1~deb13u3")
+    );
+    assert_eq!(apt.candidate("tzdata").as_deref(), Some("2025a-1"));
 }
 
 /// With no tracker configured, Debian's public tracker is read by default (here served on
