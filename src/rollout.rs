@@ -1,7 +1,9 @@
 //! `rebake deploy`: roll out, for each image, exactly the digest its lock records at a commit of
 //! the default branch — and refuse, deploying nothing for that image, a digest whose lock does
-//! not record passing tests, that the registry (or engine) does not have, or whose proposal's
-//! `rebake/test` status is not success. Every deployment is recorded.
+//! not record passing tests, a digest outside the configured registry or that the registry (or,
+//! for an image id, the engine) does not have, a lock that is not byte-identical to the lock at
+//! its proposal head (a merge commit that edits the lock), or whose proposal's `rebake/test`
+//! status is not success. Every deployment is recorded.
 
 use crate::config::RegistryConfig;
 use crate::deploy::{self, DeployOutcome, DeployResult};
@@ -112,13 +114,50 @@ fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
     Ok(())
 }
 
+/// Where a lock at a deploy commit came from: the proposal head that brought it, and whether
+/// the lock at that head is byte-identical to the one at the deploy commit.
+struct Provenance {
+    /// The commit of the default branch being deployed.
+    commit: Oid,
+    /// The proposal head that brought the lock ([`proposal_head`]).
+    head: Option<Oid>,
+    /// The lock at `head` has exactly the bytes of the lock at `commit`.
+    same_lock: bool,
+}
+
+/// [`proposal_head`] of `image` at `commit`, and whether its lock is the one at `commit`.
+fn provenance(ws: &Workspace, commit: Oid, image: &str) -> Result<Provenance> {
+    let head = proposal_head(ws, commit, image)?;
+    let path = lock::path_for(Path::new(""), image);
+    let same_lock = match head {
+        Some(h) => ws.read_file(h, &path)? == ws.read_file(commit, &path)?,
+        None => false,
+    };
+    Ok(Provenance {
+        commit,
+        head,
+        same_lock,
+    })
+}
+
+fn short(oid: Oid) -> String {
+    oid.to_string()[..12].to_string()
+}
+
+/// The registry host of `repo@sha256:…` (its first path component), if it names one.
+fn digest_host(digest: &str) -> Option<&str> {
+    let repo = digest.split('@').next()?;
+    let (first, _) = repo.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
 /// Checks an image's lock may be deployed; the reason when not.
 async fn refusal<F: Forge>(
     docker: &bollard::Docker,
     forge: &F,
     registry: Option<&RegistryConfig>,
     lock: &Lock,
-    head: Option<Oid>,
+    provenance: &Provenance,
 ) -> Result<Option<String>> {
     let Some(img) = &lock.image else {
         return Ok(Some("the lock records no built image".into()));
@@ -128,11 +167,23 @@ async fn refusal<F: Forge>(
     }
     match (&img.digest, registry) {
         (Some(d), Some(reg)) => {
+            if digest_host(d) != Some(reg.host.as_str()) {
+                return Ok(Some(format!(
+                    "the lock's digest {d} is not in the configured registry {} \
+                     (rebake deploys only digests of rebake.yaml's registry)",
+                    reg.url
+                )));
+            }
             if !crate::publish::registry_has(reg, d).await? {
                 return Ok(Some(format!("the registry {} does not have {d}", reg.url)));
             }
         }
-        (Some(_), None) => {}
+        (Some(d), None) => {
+            return Ok(Some(format!(
+                "the lock records the digest {d}, but rebake.yaml configures no registry to check \
+                 it in (rebake deploys only digests of rebake.yaml's registry)"
+            )));
+        }
         (None, _) => {
             if docker.inspect_image(&img.id).await.is_err() {
                 return Ok(Some(format!(
@@ -142,9 +193,17 @@ async fn refusal<F: Forge>(
             }
         }
     }
-    let Some(head) = head else {
+    let Some(head) = provenance.head else {
         return Ok(Some("cannot find the commit that brought this lock".into()));
     };
+    if !provenance.same_lock {
+        return Ok(Some(format!(
+            "the lock at the deploy commit {} differs from the lock at the tested proposal head {} \
+             (the merge changed it): rebake deploys only the lock its proposal tested",
+            short(provenance.commit),
+            short(head)
+        )));
+    }
     match forge
         .status(&head.to_string(), crate::forge::STATUS_CONTEXT)
         .await
@@ -152,7 +211,7 @@ async fn refusal<F: Forge>(
         Ok(Some(StatusState::Success)) => Ok(None),
         Ok(other) => Ok(Some(format!(
             "the proposal head {} has {} status {}",
-            &head.to_string()[..12],
+            short(head),
             crate::forge::STATUS_CONTEXT,
             match other {
                 None => "none".to_string(),
@@ -244,8 +303,8 @@ pub async fn deploy_commit<F: Forge>(
             .as_ref()
             .map(|i| i.digest.clone().unwrap_or_else(|| i.id.clone()));
         let name = p.name.clone();
-        let head = with_workspace(run, move |ws| proposal_head(ws, commit, &name)).await?;
-        r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, head).await?;
+        let provenance = with_workspace(run, move |ws| provenance(ws, commit, &name)).await?;
+        r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, &provenance).await?;
         if r.refused.is_none() {
             let image_ref = r.image_ref.clone().unwrap_or_default();
             // The login only goes to the registry it belongs to.
