@@ -174,6 +174,11 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
             crate::server::ServeConfig {
                 secret_env: config.webhook.secret_env.clone(),
                 state_dir,
+                forge: config.forge.as_ref().and_then(|f| match f.kind {
+                    crate::config::ForgeKind::Github => Some(crate::server::WebhookForge::Github),
+                    crate::config::ForgeKind::Gitea => Some(crate::server::WebhookForge::Gitea),
+                    crate::config::ForgeKind::Git => None,
+                }),
                 schedules: scan_schedules(&config, &ctx.repo)?,
                 deploys_from: config.forge.as_ref().and_then(|f| {
                     f.repository
