@@ -29,6 +29,83 @@ pub struct DeployRun {
     /// Only the images of this review group (a merged group proposal), as the policies at the
     /// commit say.
     pub group: Option<String>,
+    /// `commit` may be older than the commit last deployed for an image (`rebake deploy IMAGE
+    /// --rollback-to SHA`): a deliberate rollback, recorded as one. Without it such a commit is
+    /// refused.
+    pub rollback: bool,
+}
+
+/// `<state>/deployed-commits.json`: for each image, the commit of the default branch whose
+/// lock was last deployed (every target deployed or unchanged).
+pub const DEPLOYED_COMMITS_FILE: &str = "deployed-commits.json";
+
+fn read_deployed(state_dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let path = state_dir.join(DEPLOYED_COMMITS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a JSON object of image → commit; fix or remove it (the check that \
+                 refuses older commits starts afresh without it)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn record_deployed(state_dir: &Path, image: &str, commit: &str) -> Result<()> {
+    let mut deployed = read_deployed(state_dir)?;
+    deployed.insert(image.to_string(), commit.to_string());
+    crate::state::write_atomic(
+        &state_dir.join(DEPLOYED_COMMITS_FILE),
+        &serde_json::to_vec_pretty(&deployed)?,
+    )
+}
+
+/// How a deploy commit stands to the commit last deployed for an image.
+enum Order {
+    /// Nothing deployed yet, the same commit, or a commit containing it.
+    Newer,
+    /// An older commit whose lock for the image is the one last deployed: nothing goes back.
+    OlderSameLock,
+    /// An older commit (or one not containing the last deployed): going back. The reason.
+    Back(String),
+}
+
+fn order(ws: &Workspace, commit: Oid, last: Option<&str>, image: &str) -> Result<Order> {
+    let Some(last) = last else {
+        return Ok(Order::Newer);
+    };
+    let last_oid = Oid::from_str(last)
+        .ok()
+        .filter(|o| ws.repo().find_commit(*o).is_ok());
+    let Some(last_oid) = last_oid else {
+        return Ok(Order::Back(format!(
+            "the commit last deployed for {image}, {last}, is not in the repository any more \
+             (history rewritten?), so {} cannot be shown to be newer",
+            short(commit)
+        )));
+    };
+    if ws.is_ancestor(last_oid, commit)? {
+        return Ok(Order::Newer);
+    }
+    let path = lock::path_for(Path::new(""), image);
+    if ws.is_ancestor(commit, last_oid)? {
+        if ws.read_file(commit, &path)? == ws.read_file(last_oid, &path)? {
+            return Ok(Order::OlderSameLock);
+        }
+        return Ok(Order::Back(format!(
+            "commit {} is older than {}, the commit last deployed for {image}",
+            short(commit),
+            short(last_oid)
+        )));
+    }
+    Ok(Order::Back(format!(
+        "commit {} does not contain {}, the commit last deployed for {image}",
+        short(commit),
+        short(last_oid)
+    )))
 }
 
 /// What happened to one image.
@@ -43,6 +120,8 @@ pub struct ImageRollout {
     /// Nothing to deploy yet (no lock at this commit): not a failure.
     pub note: Option<String>,
     pub targets: Vec<DeployOutcome>,
+    /// A deliberate rollback to an older commit (`--rollback-to`).
+    pub rollback: bool,
 }
 
 impl ImageRollout {
@@ -100,6 +179,7 @@ fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
         "image": r.image,
         "commit": r.commit,
         "image_ref": r.image_ref,
+        "rollback": r.rollback,
         "refused": r.refused,
         "targets": r.targets.iter().map(|t| serde_json::json!({
             "target": t.target, "from": t.from, "to": t.to, "result": t.result.word(),
@@ -229,6 +309,9 @@ pub async fn deploy_commit<F: Forge>(
     forge: &F,
     images: &[String],
 ) -> Result<Vec<ImageRollout>> {
+    if run.rollback && run.commit.is_none() {
+        bail!("a rollback names the commit to go back to (--rollback-to SHA)");
+    }
     let wanted = run.commit.clone();
     let commit = with_workspace(run, move |ws| {
         ws.fetch()?;
@@ -265,6 +348,7 @@ pub async fn deploy_commit<F: Forge>(
         .filter(|p| run.group.is_none() || p.review.group == run.group)
         .collect();
     let docker = crate::engine::connect(&run.engine_host).await?;
+    let deployed = read_deployed(&run.state_dir)?;
     let mut out = Vec::new();
     for p in &policies {
         let targets: Vec<&DeployTarget> = p
@@ -283,6 +367,7 @@ pub async fn deploy_commit<F: Forge>(
             refused: None,
             note: None,
             targets: Vec::new(),
+            rollback: false,
         };
         let lock = match Lock::read(&lock_path) {
             Ok(l) => l,
@@ -303,8 +388,30 @@ pub async fn deploy_commit<F: Forge>(
             .as_ref()
             .map(|i| i.digest.clone().unwrap_or_else(|| i.id.clone()));
         let name = p.name.clone();
-        let provenance = with_workspace(run, move |ws| provenance(ws, commit, &name)).await?;
-        r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, &provenance).await?;
+        let last = deployed.get(&p.name).cloned();
+        let (provenance, order) = with_workspace(run, move |ws| {
+            Ok((
+                provenance(ws, commit, &name)?,
+                order(ws, commit, last.as_deref(), &name)?,
+            ))
+        })
+        .await?;
+        let mut record_commit = true;
+        match order {
+            Order::Newer => {}
+            Order::OlderSameLock => record_commit = false,
+            Order::Back(_) if run.rollback => r.rollback = true,
+            Order::Back(why) => {
+                r.refused = Some(format!(
+                    "{why}: rebake does not deploy an older commit unless asked to \
+                     (rebake deploy {} --rollback-to {})",
+                    p.name, commit
+                ));
+            }
+        }
+        if r.refused.is_none() {
+            r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, &provenance).await?;
+        }
         if r.refused.is_none() {
             let image_ref = r.image_ref.clone().unwrap_or_default();
             // The login only goes to the registry it belongs to.
@@ -340,6 +447,9 @@ pub async fn deploy_commit<F: Forge>(
             }
         }
         record(&run.state_dir, &r)?;
+        if r.ok() && record_commit {
+            record_deployed(&run.state_dir, &r.image, &r.commit)?;
+        }
         out.push(r);
     }
     Ok(out)

@@ -29,6 +29,7 @@ impl crate::server::Jobs for ServiceJobs {
         let deploy = DeployRequest {
             images: scope.names(),
             commit: None,
+            rollback: false,
             format: OutputFormat::Human,
         };
         for r in deploy_on(&c, &config, &state_dir, &deploy, None).await? {
@@ -72,6 +73,7 @@ impl crate::server::Jobs for ServiceJobs {
         let req = DeployRequest {
             images,
             commit: Some(merged.merge_commit.clone()),
+            rollback: false,
             format: OutputFormat::Human,
         };
         let config = self.ctx.load_config()?;

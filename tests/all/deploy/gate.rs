@@ -150,7 +150,25 @@ impl Gate {
             registry,
             commit: commit.map(Into::into),
             group: None,
+            rollback: false,
         }
+    }
+
+    /// `rebake deploy gate --rollback-to <commit>`.
+    pub(super) fn rollback_run(&self, commit: &str) -> DeployRun {
+        DeployRun {
+            rollback: true,
+            ..self.run(Some(commit), None)
+        }
+    }
+
+    /// The lines of `<state>/deployments.log`.
+    pub(super) fn log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.path().join("deployments.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn workspace(&self) -> PathBuf {
@@ -250,4 +268,61 @@ fn a_digest_outside_the_configured_registry_is_refused() {
         .unwrap_or_else(|| panic!("not refused: {r:?}"));
     assert!(why.contains("not in the configured registry"), "{why}");
     assert_eq!(gate.running(), None, "nothing was deployed");
+}
+
+#[test]
+fn an_older_commit_is_refused_unless_rolled_back_explicitly() {
+    let gate = Gate::new("older");
+    let old = runtime().block_on(image_a(&docker()));
+    let new = runtime().block_on(image_b(&docker()));
+
+    gate.propose(&lock_text(&old, None));
+    let first = gate.merge(None);
+    assert!(deployed(&gate.deploy(&gate.run(None, None))));
+    gate.propose(&lock_text(&new, None));
+    let second = gate.merge(None);
+    assert!(deployed(&gate.deploy(&gate.run(None, None))));
+    assert_eq!(gate.running().as_deref(), Some(new.as_str()));
+
+    // `--commit` of the first merge (a replayed webhook deploys the same way): refused.
+    let r = gate.deploy(&gate.run(Some(&first), None));
+    let why = r
+        .refused
+        .clone()
+        .unwrap_or_else(|| panic!("not refused: {r:?}"));
+    assert!(
+        why.contains("older than") && why.contains(short(&first)) && why.contains(short(&second)),
+        "{why}"
+    );
+    assert!(why.contains("--rollback-to"), "says how to go back: {why}");
+    assert_eq!(gate.running().as_deref(), Some(new.as_str()), "untouched");
+
+    // A later commit that leaves the lock alone, then the merge again: the lock that runs is
+    // the same, so nothing goes back and nothing is refused.
+    let c = &gate.ops.clone;
+    std::fs::write(c.join("NOTES"), "notes\n").unwrap();
+    git(c, &["add", "NOTES"]);
+    git(c, &["commit", "-q", "-m", "notes"]);
+    git(c, &["push", "-q", "origin", "main"]);
+    let r = gate.deploy(&gate.run(None, None));
+    assert!(r.ok() && r.refused.is_none(), "{r:?}");
+    let r = gate.deploy(&gate.run(Some(&second), None));
+    assert!(r.ok() && r.refused.is_none(), "{r:?}");
+    assert_eq!(r.targets[0].result.word(), "unchanged", "{r:?}");
+
+    // Asked for explicitly: the rollback runs and is recorded as one.
+    let r = gate.deploy(&gate.rollback_run(&first));
+    assert!(deployed(&r), "{r:?}");
+    assert!(r.rollback, "{r:?}");
+    assert_eq!(gate.running().as_deref(), Some(old.as_str()));
+    let log = gate.log();
+    let last = log.last().unwrap();
+    assert_eq!(last["rollback"], serde_json::json!(true), "{last}");
+    assert_eq!(last["commit"], serde_json::json!(first), "{last}");
+    assert!(
+        log[..log.len() - 1]
+            .iter()
+            .all(|l| l["rollback"] == serde_json::json!(false)),
+        "{log:?}"
+    );
 }
