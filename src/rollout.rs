@@ -35,17 +35,22 @@ pub struct DeployRun {
     pub rollback: bool,
 }
 
-/// `<state>/deployed-commits.json`: for each image, the commit of the default branch whose
-/// lock was last deployed (every target deployed or unchanged).
+/// `<state>/deployed-commits.json`: for each repository (its remote URL without credentials)
+/// and image, the commit of the default branch whose lock was last deployed (every target
+/// deployed or unchanged).
 pub const DEPLOYED_COMMITS_FILE: &str = "deployed-commits.json";
 
-fn read_deployed(state_dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+/// Repository → image → commit.
+type DeployedCommits =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+fn read_deployed(state_dir: &Path) -> Result<DeployedCommits> {
     let path = state_dir.join(DEPLOYED_COMMITS_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
             format!(
-                "{} is not a JSON object of image → commit; fix or remove it (the check that \
-                 refuses older commits starts afresh without it)",
+                "{} is not a JSON object of repository → image → commit; fix or remove it (the \
+                 check that refuses older commits starts afresh without it)",
                 path.display()
             )
         }),
@@ -54,9 +59,12 @@ fn read_deployed(state_dir: &Path) -> Result<std::collections::BTreeMap<String, 
     }
 }
 
-fn record_deployed(state_dir: &Path, image: &str, commit: &str) -> Result<()> {
+fn record_deployed(state_dir: &Path, repository: &str, image: &str, commit: &str) -> Result<()> {
     let mut deployed = read_deployed(state_dir)?;
-    deployed.insert(image.to_string(), commit.to_string());
+    deployed
+        .entry(repository.to_string())
+        .or_default()
+        .insert(image.to_string(), commit.to_string());
     crate::state::write_atomic(
         &state_dir.join(DEPLOYED_COMMITS_FILE),
         &serde_json::to_vec_pretty(&deployed)?,
@@ -348,7 +356,10 @@ pub async fn deploy_commit<F: Forge>(
         .filter(|p| run.group.is_none() || p.review.group == run.group)
         .collect();
     let docker = crate::engine::connect(&run.engine_host).await?;
-    let deployed = read_deployed(&run.state_dir)?;
+    let repository = crate::git::redact_url(&run.remote_url);
+    let deployed = read_deployed(&run.state_dir)?
+        .remove(&repository)
+        .unwrap_or_default();
     let mut out = Vec::new();
     for p in &policies {
         let targets: Vec<&DeployTarget> = p
@@ -448,9 +459,31 @@ pub async fn deploy_commit<F: Forge>(
         }
         record(&run.state_dir, &r)?;
         if r.ok() && record_commit {
-            record_deployed(&run.state_dir, &r.image, &r.commit)?;
+            record_deployed(&run.state_dir, &repository, &r.image, &r.commit)?;
         }
         out.push(r);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digest_host;
+
+    #[test]
+    fn the_registry_of_a_digest_is_its_first_component_when_it_names_a_host() {
+        let d = format!("@sha256:{}", "a".repeat(64));
+        assert_eq!(
+            digest_host(&format!("127.0.0.1:5000/ops/web{d}")),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(
+            digest_host(&format!("registry.invalid/web{d}")),
+            Some("registry.invalid")
+        );
+        assert_eq!(digest_host(&format!("localhost/web{d}")), Some("localhost"));
+        // Docker Hub short names name no registry.
+        assert_eq!(digest_host(&format!("ops/web{d}")), None);
+        assert_eq!(digest_host(&format!("web{d}")), None);
+    }
 }

@@ -579,3 +579,26 @@ pub async fn serve<J: Jobs>(
     }
     served
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_keys_are_repository_and_merge_commit() {
+        let sha = "c4295bd74fb0f4fda03689c3df3f2803b658fd85";
+        let merged = |forge, number| MergedProposal {
+            forge,
+            repository: "Ops/Images".into(),
+            number,
+            head_branch: "rebake/web".into(),
+            merge_commit: sha.into(),
+            base_branch: "main".into(),
+        };
+        let key = merged(WebhookForge::Github, 1).key();
+        assert_eq!(key, format!("ops/images@{sha}"));
+        assert_eq!(merged(WebhookForge::Gitea, 2).key(), key);
+        assert_eq!(done_key(format!("github:Ops/Images#1@{sha}")), key);
+        assert_eq!(done_key(key.clone()), key);
+    }
+}
