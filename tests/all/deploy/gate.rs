@@ -14,7 +14,7 @@ use rebake::rollout::{deploy_commit, DeployRun, ImageRollout};
 
 use super::{image_a, image_b, Cleanup};
 use crate::support::engine::{docker, runtime, DOCKER_HOST};
-use crate::support::gitops::{git, gitops_with, GitOps, TICKER_TEMPLATE};
+use crate::support::gitops::{git, gitops_with, rebake, text, GitOps, TICKER_TEMPLATE};
 
 const IMAGE: &str = "gate";
 const BRANCH: &str = "rebake/gate";
@@ -73,7 +73,7 @@ impl Gate {
             &state.path().join("workspace"),
             ops.bare.to_str().unwrap(),
             Auth::None,
-            &state.path().join("plain-git"),
+            state.path(),
         );
         let cleanup = Cleanup {
             docker: docker(),
@@ -223,9 +223,16 @@ fn a_lock_edited_in_the_merge_commit_is_refused() {
     assert!(r.targets.is_empty(), "{r:?}");
     assert_eq!(gate.running(), None, "nothing was deployed");
 
-    // The same through --commit.
+    // The same through --commit, and with the rebake binary (the report's repro).
     let r = gate.deploy(&gate.run(Some(&merge), None));
     assert!(r.refused.is_some(), "{r:?}");
+    let out = rebake(&gate.ops, gate.state.path(), &["deploy", "gate"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("refused: the lock at the deploy commit"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(gate.running(), None);
 
     // A merge that leaves the tested lock as it is deploys it.
@@ -324,5 +331,30 @@ fn an_older_commit_is_refused_unless_rolled_back_explicitly() {
             .iter()
             .all(|l| l["rollback"] == serde_json::json!(false)),
         "{log:?}"
+    );
+
+    // The same with the rebake binary on this state directory (its plain-git statuses).
+    let cli = |args: &[&str]| rebake(&gate.ops, gate.state.path(), args, &[]);
+    let out = cli(&["deploy", "gate"]);
+    assert_eq!(out.status.code(), Some(0), "forward again: {}", text(&out));
+    assert_eq!(gate.running().as_deref(), Some(new.as_str()));
+    let out = cli(&["deploy", "gate", "--commit", &first]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("older than"), "{}", text(&out));
+    assert_eq!(gate.running().as_deref(), Some(new.as_str()));
+    let out = cli(&["deploy", "--rollback-to", &first]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "names the images: {}",
+        text(&out)
+    );
+    let out = cli(&["deploy", "gate", "--rollback-to", &first]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("rollback"), "{}", text(&out));
+    assert_eq!(gate.running().as_deref(), Some(old.as_str()));
+    assert_eq!(
+        gate.log().last().unwrap()["rollback"],
+        serde_json::json!(true)
     );
 }
