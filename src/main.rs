@@ -61,9 +61,19 @@ enum Command {
     Deploy {
         /// Images to deploy (default: all with deploy targets).
         images: Vec<String>,
-        /// A commit of the default branch (default: its head).
+        /// A commit of the default branch (default: its head); one older than the commit last
+        /// deployed for an image is refused.
         #[arg(long)]
         commit: Option<String>,
+        /// Go back deliberately to this commit of the default branch, older than the one last
+        /// deployed (recorded as a rollback); names the images.
+        #[arg(
+            long,
+            value_name = "SHA",
+            conflicts_with = "commit",
+            requires = "images"
+        )]
+        rollback_to: Option<String>,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
@@ -185,12 +195,14 @@ fn main() -> ExitCode {
         Command::Deploy {
             images,
             commit,
+            rollback_to,
             format,
         } => app::deploy(
             &ctx,
             app::DeployRequest {
                 images,
-                commit,
+                rollback: rollback_to.is_some(),
+                commit: rollback_to.or(commit),
                 format: format.into(),
             },
         ),

@@ -1,7 +1,9 @@
 //! `rebake deploy`: roll out, for each image, exactly the digest its lock records at a commit of
 //! the default branch — and refuse, deploying nothing for that image, a digest whose lock does
-//! not record passing tests, that the registry (or engine) does not have, or whose proposal's
-//! `rebake/test` status is not success. Every deployment is recorded.
+//! not record passing tests, a digest outside the configured registry or that the registry (or,
+//! for an image id, the engine) does not have, a lock that is not byte-identical to the lock at
+//! its proposal head (a merge commit that edits the lock), or whose proposal's `rebake/test`
+//! status is not success. Every deployment is recorded.
 
 use crate::config::RegistryConfig;
 use crate::deploy::{self, DeployOutcome, DeployResult};
@@ -27,6 +29,91 @@ pub struct DeployRun {
     /// Only the images of this review group (a merged group proposal), as the policies at the
     /// commit say.
     pub group: Option<String>,
+    /// `commit` may be older than the commit last deployed for an image (`rebake deploy IMAGE
+    /// --rollback-to SHA`): a deliberate rollback, recorded as one. Without it such a commit is
+    /// refused.
+    pub rollback: bool,
+}
+
+/// `<state>/deployed-commits.json`: for each repository (its remote URL without credentials)
+/// and image, the commit of the default branch whose lock was last deployed (every target
+/// deployed or unchanged).
+pub const DEPLOYED_COMMITS_FILE: &str = "deployed-commits.json";
+
+/// Repository → image → commit.
+type DeployedCommits =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+fn read_deployed(state_dir: &Path) -> Result<DeployedCommits> {
+    let path = state_dir.join(DEPLOYED_COMMITS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a JSON object of repository → image → commit; fix or remove it (the \
+                 check that refuses older commits starts afresh without it)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn record_deployed(state_dir: &Path, repository: &str, image: &str, commit: &str) -> Result<()> {
+    let mut deployed = read_deployed(state_dir)?;
+    deployed
+        .entry(repository.to_string())
+        .or_default()
+        .insert(image.to_string(), commit.to_string());
+    crate::state::write_atomic(
+        &state_dir.join(DEPLOYED_COMMITS_FILE),
+        &serde_json::to_vec_pretty(&deployed)?,
+    )
+}
+
+/// How a deploy commit stands to the commit last deployed for an image.
+enum Order {
+    /// Nothing deployed yet, the same commit, or a commit containing it.
+    Newer,
+    /// An older commit whose lock for the image is the one last deployed: nothing goes back.
+    OlderSameLock,
+    /// An older commit (or one not containing the last deployed): going back. The reason.
+    Back(String),
+}
+
+fn order(ws: &Workspace, commit: Oid, last: Option<&str>, image: &str) -> Result<Order> {
+    let Some(last) = last else {
+        return Ok(Order::Newer);
+    };
+    let last_oid = Oid::from_str(last)
+        .ok()
+        .filter(|o| ws.repo().find_commit(*o).is_ok());
+    let Some(last_oid) = last_oid else {
+        return Ok(Order::Back(format!(
+            "the commit last deployed for {image}, {last}, is not in the repository any more \
+             (history rewritten?), so {} cannot be shown to be newer",
+            short(commit)
+        )));
+    };
+    if ws.is_ancestor(last_oid, commit)? {
+        return Ok(Order::Newer);
+    }
+    let path = lock::path_for(Path::new(""), image);
+    if ws.is_ancestor(commit, last_oid)? {
+        if ws.read_file(commit, &path)? == ws.read_file(last_oid, &path)? {
+            return Ok(Order::OlderSameLock);
+        }
+        return Ok(Order::Back(format!(
+            "commit {} is older than {}, the commit last deployed for {image}",
+            short(commit),
+            short(last_oid)
+        )));
+    }
+    Ok(Order::Back(format!(
+        "commit {} does not contain {}, the commit last deployed for {image}",
+        short(commit),
+        short(last_oid)
+    )))
 }
 
 /// What happened to one image.
@@ -41,6 +128,8 @@ pub struct ImageRollout {
     /// Nothing to deploy yet (no lock at this commit): not a failure.
     pub note: Option<String>,
     pub targets: Vec<DeployOutcome>,
+    /// A deliberate rollback to an older commit (`--rollback-to`).
+    pub rollback: bool,
 }
 
 impl ImageRollout {
@@ -98,6 +187,7 @@ fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
         "image": r.image,
         "commit": r.commit,
         "image_ref": r.image_ref,
+        "rollback": r.rollback,
         "refused": r.refused,
         "targets": r.targets.iter().map(|t| serde_json::json!({
             "target": t.target, "from": t.from, "to": t.to, "result": t.result.word(),
@@ -112,13 +202,50 @@ fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
     Ok(())
 }
 
+/// Where a lock at a deploy commit came from: the proposal head that brought it, and whether
+/// the lock at that head is byte-identical to the one at the deploy commit.
+struct Provenance {
+    /// The commit of the default branch being deployed.
+    commit: Oid,
+    /// The proposal head that brought the lock ([`proposal_head`]).
+    head: Option<Oid>,
+    /// The lock at `head` has exactly the bytes of the lock at `commit`.
+    same_lock: bool,
+}
+
+/// [`proposal_head`] of `image` at `commit`, and whether its lock is the one at `commit`.
+fn provenance(ws: &Workspace, commit: Oid, image: &str) -> Result<Provenance> {
+    let head = proposal_head(ws, commit, image)?;
+    let path = lock::path_for(Path::new(""), image);
+    let same_lock = match head {
+        Some(h) => ws.read_file(h, &path)? == ws.read_file(commit, &path)?,
+        None => false,
+    };
+    Ok(Provenance {
+        commit,
+        head,
+        same_lock,
+    })
+}
+
+fn short(oid: Oid) -> String {
+    oid.to_string()[..12].to_string()
+}
+
+/// The registry host of `repo@sha256:…` (its first path component), if it names one.
+fn digest_host(digest: &str) -> Option<&str> {
+    let repo = digest.split('@').next()?;
+    let (first, _) = repo.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
 /// Checks an image's lock may be deployed; the reason when not.
 async fn refusal<F: Forge>(
     docker: &bollard::Docker,
     forge: &F,
     registry: Option<&RegistryConfig>,
     lock: &Lock,
-    head: Option<Oid>,
+    provenance: &Provenance,
 ) -> Result<Option<String>> {
     let Some(img) = &lock.image else {
         return Ok(Some("the lock records no built image".into()));
@@ -128,11 +255,23 @@ async fn refusal<F: Forge>(
     }
     match (&img.digest, registry) {
         (Some(d), Some(reg)) => {
+            if digest_host(d) != Some(reg.host.as_str()) {
+                return Ok(Some(format!(
+                    "the lock's digest {d} is not in the configured registry {} \
+                     (rebake deploys only digests of rebake.yaml's registry)",
+                    reg.url
+                )));
+            }
             if !crate::publish::registry_has(reg, d).await? {
                 return Ok(Some(format!("the registry {} does not have {d}", reg.url)));
             }
         }
-        (Some(_), None) => {}
+        (Some(d), None) => {
+            return Ok(Some(format!(
+                "the lock records the digest {d}, but rebake.yaml configures no registry to check \
+                 it in (rebake deploys only digests of rebake.yaml's registry)"
+            )));
+        }
         (None, _) => {
             if docker.inspect_image(&img.id).await.is_err() {
                 return Ok(Some(format!(
@@ -142,9 +281,17 @@ async fn refusal<F: Forge>(
             }
         }
     }
-    let Some(head) = head else {
+    let Some(head) = provenance.head else {
         return Ok(Some("cannot find the commit that brought this lock".into()));
     };
+    if !provenance.same_lock {
+        return Ok(Some(format!(
+            "the lock at the deploy commit {} differs from the lock at the tested proposal head {} \
+             (the merge changed it): rebake deploys only the lock its proposal tested",
+            short(provenance.commit),
+            short(head)
+        )));
+    }
     match forge
         .status(&head.to_string(), crate::forge::STATUS_CONTEXT)
         .await
@@ -152,7 +299,7 @@ async fn refusal<F: Forge>(
         Ok(Some(StatusState::Success)) => Ok(None),
         Ok(other) => Ok(Some(format!(
             "the proposal head {} has {} status {}",
-            &head.to_string()[..12],
+            short(head),
             crate::forge::STATUS_CONTEXT,
             match other {
                 None => "none".to_string(),
@@ -170,6 +317,9 @@ pub async fn deploy_commit<F: Forge>(
     forge: &F,
     images: &[String],
 ) -> Result<Vec<ImageRollout>> {
+    if run.rollback && run.commit.is_none() {
+        bail!("a rollback names the commit to go back to (--rollback-to SHA)");
+    }
     let wanted = run.commit.clone();
     let commit = with_workspace(run, move |ws| {
         ws.fetch()?;
@@ -206,6 +356,10 @@ pub async fn deploy_commit<F: Forge>(
         .filter(|p| run.group.is_none() || p.review.group == run.group)
         .collect();
     let docker = crate::engine::connect(&run.engine_host).await?;
+    let repository = crate::git::redact_url(&run.remote_url);
+    let deployed = read_deployed(&run.state_dir)?
+        .remove(&repository)
+        .unwrap_or_default();
     let mut out = Vec::new();
     for p in &policies {
         let targets: Vec<&DeployTarget> = p
@@ -224,6 +378,7 @@ pub async fn deploy_commit<F: Forge>(
             refused: None,
             note: None,
             targets: Vec::new(),
+            rollback: false,
         };
         let lock = match Lock::read(&lock_path) {
             Ok(l) => l,
@@ -244,8 +399,30 @@ pub async fn deploy_commit<F: Forge>(
             .as_ref()
             .map(|i| i.digest.clone().unwrap_or_else(|| i.id.clone()));
         let name = p.name.clone();
-        let head = with_workspace(run, move |ws| proposal_head(ws, commit, &name)).await?;
-        r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, head).await?;
+        let last = deployed.get(&p.name).cloned();
+        let (provenance, order) = with_workspace(run, move |ws| {
+            Ok((
+                provenance(ws, commit, &name)?,
+                order(ws, commit, last.as_deref(), &name)?,
+            ))
+        })
+        .await?;
+        let mut record_commit = true;
+        match order {
+            Order::Newer => {}
+            Order::OlderSameLock => record_commit = false,
+            Order::Back(_) if run.rollback => r.rollback = true,
+            Order::Back(why) => {
+                r.refused = Some(format!(
+                    "{why}: rebake does not deploy an older commit unless asked to \
+                     (rebake deploy {} --rollback-to {})",
+                    p.name, commit
+                ));
+            }
+        }
+        if r.refused.is_none() {
+            r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, &provenance).await?;
+        }
         if r.refused.is_none() {
             let image_ref = r.image_ref.clone().unwrap_or_default();
             // The login only goes to the registry it belongs to.
@@ -281,7 +458,32 @@ pub async fn deploy_commit<F: Forge>(
             }
         }
         record(&run.state_dir, &r)?;
+        if r.ok() && record_commit {
+            record_deployed(&run.state_dir, &repository, &r.image, &r.commit)?;
+        }
         out.push(r);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digest_host;
+
+    #[test]
+    fn the_registry_of_a_digest_is_its_first_component_when_it_names_a_host() {
+        let d = format!("@sha256:{}", "a".repeat(64));
+        assert_eq!(
+            digest_host(&format!("127.0.0.1:5000/ops/web{d}")),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(
+            digest_host(&format!("registry.invalid/web{d}")),
+            Some("registry.invalid")
+        );
+        assert_eq!(digest_host(&format!("localhost/web{d}")), Some("localhost"));
+        // Docker Hub short names name no registry.
+        assert_eq!(digest_host(&format!("ops/web{d}")), None);
+        assert_eq!(digest_host(&format!("web{d}")), None);
+    }
 }

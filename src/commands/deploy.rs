@@ -6,10 +6,13 @@ use super::*;
 pub struct DeployRequest {
     pub images: Vec<String>,
     pub commit: Option<String>,
+    /// `commit` is a deliberate rollback (`--rollback-to SHA`): it may be older than what was
+    /// last deployed.
+    pub rollback: bool,
     pub format: OutputFormat,
 }
 
-/// `rebake deploy [--commit SHA]`.
+/// `rebake deploy [--commit SHA]`, `rebake deploy IMAGE... --rollback-to SHA`.
 pub fn deploy(ctx: &Context, req: DeployRequest) -> Result<u8> {
     let results = runtime()?.block_on(deploy_async(ctx, &req))?;
     print_rollouts(&results, req.format)?;
@@ -45,6 +48,7 @@ pub(super) async fn deploy_on(
         registry: config.registry.clone(),
         commit: req.commit.clone(),
         group,
+        rollback: req.rollback,
     };
     crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
 }
@@ -78,6 +82,9 @@ fn print_rollouts(results: &[crate::rollout::ImageRollout], format: OutputFormat
                 r.image_ref.clone().unwrap_or_else(|| "-".into()),
             ]);
             eprintln!("{}: refused: {why}", r.image);
+        }
+        if r.rollback && r.refused.is_none() {
+            eprintln!("{}: rollback to commit {}", r.image, r.commit);
         }
         for t in &r.targets {
             rows.push(vec![

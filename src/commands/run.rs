@@ -113,6 +113,7 @@ pub fn run_once(ctx: &Context, req: RunRequest) -> Result<u8> {
         DeployRequest {
             images: Vec::new(),
             commit: None,
+            rollback: false,
             format: OutputFormat::Human,
         },
     )?;

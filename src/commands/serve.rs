@@ -29,6 +29,7 @@ impl crate::server::Jobs for ServiceJobs {
         let deploy = DeployRequest {
             images: scope.names(),
             commit: None,
+            rollback: false,
             format: OutputFormat::Human,
         };
         for r in deploy_on(&c, &config, &state_dir, &deploy, None).await? {
@@ -72,6 +73,7 @@ impl crate::server::Jobs for ServiceJobs {
         let req = DeployRequest {
             images,
             commit: Some(merged.merge_commit.clone()),
+            rollback: false,
             format: OutputFormat::Human,
         };
         let config = self.ctx.load_config()?;
@@ -174,6 +176,11 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
             crate::server::ServeConfig {
                 secret_env: config.webhook.secret_env.clone(),
                 state_dir,
+                forge: config.forge.as_ref().and_then(|f| match f.kind {
+                    crate::config::ForgeKind::Github => Some(crate::server::WebhookForge::Github),
+                    crate::config::ForgeKind::Gitea => Some(crate::server::WebhookForge::Gitea),
+                    crate::config::ForgeKind::Git => None,
+                }),
                 schedules: scan_schedules(&config, &ctx.repo)?,
                 deploys_from: config.forge.as_ref().and_then(|f| {
                     f.repository

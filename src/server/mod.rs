@@ -7,8 +7,13 @@
 //! What survives a restart lives under `<state_dir>/server/`:
 //! - `deliveries.json`: the last [`MAX_DELIVERIES`] webhook delivery ids seen, so that a delivery
 //!   repeated across a restart is still ignored;
-//! - `jobs.json`: deploys accepted but not yet finished (re-queued at start), and the keys of the
-//!   last [`MAX_DONE`] deploys that succeeded (the same merged proposal never deploys twice).
+//! - `jobs.json`: deploys accepted but not yet finished (re-queued at start), and the keys
+//!   (repository and merge commit, [`MergedProposal::key`]) of the last [`MAX_DONE`] deploys that
+//!   succeeded: the same merge commit never deploys twice, whatever the delivery id or the path
+//!   it came in on.
+//!
+//! Only the configured forge's webhook path acts ([`ServeConfig::forge`]); the other answers 404
+//! and does nothing, so a body signed for one forge cannot be replayed through the other.
 //!
 //! Job rules: one worker runs every job, so at most one job (scan or deploy) runs at a time. A
 //! scheduler tick whose images a queued or running scan already covers is skipped; otherwise
@@ -103,12 +108,33 @@ pub struct MergedProposal {
 }
 
 impl MergedProposal {
-    /// Identity of the deploy: the same proposal merged at the same commit deploys once.
+    /// Identity of the deploy: `owner/name@merge-commit` (the repository in lowercase, as the
+    /// forges compare it). The same merge commit of a repository deploys once, whatever forge
+    /// path, delivery id or pull request number a replayed body carries.
     pub fn key(&self) -> String {
         format!(
-            "{}:{}#{}@{}",
-            self.forge, self.repository, self.number, self.merge_commit
+            "{}@{}",
+            self.repository.to_ascii_lowercase(),
+            self.merge_commit.to_ascii_lowercase()
         )
+    }
+}
+
+/// A done key as [`MergedProposal::key`] makes it; older versions wrote
+/// `forge:owner/name#number@commit`, read as `owner/name@commit`.
+fn done_key(saved: String) -> String {
+    match saved.split_once(':') {
+        Some((forge, rest)) if ["github", "gitea"].contains(&forge) => {
+            match (rest.split_once('#'), rest.rsplit_once('@')) {
+                (Some((repository, _)), Some((_, commit))) => format!(
+                    "{}@{}",
+                    repository.to_ascii_lowercase(),
+                    commit.to_ascii_lowercase()
+                ),
+                _ => saved,
+            }
+        }
+        _ => saved,
     }
 }
 
@@ -141,6 +167,10 @@ pub struct ServeConfig {
     pub secret_env: String,
     /// The state directory; the service keeps its files in `<state_dir>/server/`.
     pub state_dir: PathBuf,
+    /// The forge whose webhook path acts (rebake.yaml's `forge.kind`). A delivery to the other
+    /// forge's path is answered 404 and does nothing; `None` (plain git, or no forge): no
+    /// webhook acts.
+    pub forge: Option<WebhookForge>,
     /// When to scan what; empty runs no scheduler (scans only when the caller asks).
     pub schedules: Vec<ScanSchedule>,
     /// The repository and branch deploys come from; a merged pull request of any other (an
@@ -249,6 +279,7 @@ pub struct Service {
 
 struct Inner {
     secret_env: String,
+    forge: Option<WebhookForge>,
     /// What the scheduler follows; a scan may bring new ones (policies changed on the default
     /// branch).
     schedules: watch::Sender<Vec<ScanSchedule>>,
@@ -287,6 +318,7 @@ impl Service {
         }
         let inner = Arc::new(Inner {
             secret_env: config.secret_env.clone(),
+            forge: config.forge,
             schedules: watch::channel(config.schedules.clone()).0,
             deploys_from: config.deploys_from.clone(),
             metrics: Metrics::new(),
@@ -299,7 +331,7 @@ impl Service {
                 scan_queued: None,
                 scan_running: None,
                 pending,
-                done: BoundedSet::new(MAX_DONE, saved.done),
+                done: BoundedSet::new(MAX_DONE, saved.done.into_iter().map(done_key).collect()),
             }),
             tx,
             outstanding,
@@ -546,4 +578,27 @@ pub async fn serve<J: Jobs>(
         let _ = scheduler.await;
     }
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_keys_are_repository_and_merge_commit() {
+        let sha = "c4295bd74fb0f4fda03689c3df3f2803b658fd85";
+        let merged = |forge, number| MergedProposal {
+            forge,
+            repository: "Ops/Images".into(),
+            number,
+            head_branch: "rebake/web".into(),
+            merge_commit: sha.into(),
+            base_branch: "main".into(),
+        };
+        let key = merged(WebhookForge::Github, 1).key();
+        assert_eq!(key, format!("ops/images@{sha}"));
+        assert_eq!(merged(WebhookForge::Gitea, 2).key(), key);
+        assert_eq!(done_key(format!("github:Ops/Images#1@{sha}")), key);
+        assert_eq!(done_key(key.clone()), key);
+    }
 }

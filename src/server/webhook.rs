@@ -72,7 +72,22 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 impl Service {
     fn webhook(&self, forge: WebhookForge, headers: &HeaderMap, body: &[u8]) -> Response {
-        let outcome = self.webhook_outcome(forge, headers, body);
+        let outcome = match self.inner.forge {
+            Some(configured) if configured == forge => self.webhook_outcome(forge, headers, body),
+            configured => {
+                let message = match configured {
+                    Some(configured) => format!(
+                        "this service takes webhooks from {configured} only \
+                         (POST /webhook/{configured}): nothing done"
+                    ),
+                    None => "this service's forge (rebake.yaml forge.kind) is not GitHub or \
+                             Gitea: no webhook acts, nothing done"
+                        .to_string(),
+                };
+                warn!("{forge} webhook refused: {message}");
+                outcome(StatusCode::NOT_FOUND, "wrong_forge", message)
+            }
+        };
         self.inner
             .metrics
             .inc_webhook(forge.as_str(), outcome.result);

@@ -32,6 +32,8 @@ use rebake::policy::{
 };
 
 use crate::support::engine::{docker, runtime};
+
+mod gate;
 use crate::support::registry::free_port;
 use crate::support::tiny_image::{self, TinySpec, INDEX_TEXT};
 

@@ -104,7 +104,18 @@ struct Running {
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
+/// The service for a GitHub repository.
 async fn start(state_dir: &Path, secret_env: &str, jobs: Arc<FakeJobs>) -> Running {
+    start_for(Some(WebhookForge::Github), state_dir, secret_env, jobs).await
+}
+
+/// The service for a repository on `forge` (None: plain git).
+async fn start_for(
+    forge: Option<WebhookForge>,
+    state_dir: &Path,
+    secret_env: &str,
+    jobs: Arc<FakeJobs>,
+) -> Running {
     set_secret();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -112,6 +123,7 @@ async fn start(state_dir: &Path, secret_env: &str, jobs: Arc<FakeJobs>) -> Runni
     let config = ServeConfig {
         secret_env: secret_env.to_string(),
         state_dir: state_dir.to_path_buf(),
+        forge,
         schedules: Vec::new(),
         deploys_from: None,
     };
@@ -461,6 +473,79 @@ async fn github_merged_proposal_deploys_exactly_once() {
     );
 }
 
+/// A signed body replayed to the other forge's path, or with another pull request number (or
+/// a delivery id never seen), deploys nothing: only the configured forge's path acts, and a
+/// merge commit of a repository deploys once.
+#[tokio::test]
+async fn a_replayed_merge_deploys_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let body = github_merged("rebake/nginx");
+    let (status, text) = server.github("pull_request", "gh-1", &body, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 1).await;
+
+    // The same signed body, sent to the Gitea path with Gitea's headers: not this forge.
+    let (status, text) = server.gitea("pull_request", "gh-1", &body, SECRET).await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("github only"), "{text}");
+    let (status, text) = server
+        .gitea("pull_request", "replay-1", &body, SECRET)
+        .await;
+    assert_eq!(status, 404, "{text}");
+    // The same merge commit under another number and a new delivery id: deployed already.
+    let mut other: Value = serde_json::from_slice(&body).unwrap();
+    other["number"] = json!(99);
+    other["pull_request"]["number"] = json!(99);
+    let other = serde_json::to_vec(&other).unwrap();
+    let (status, text) = server.github("pull_request", "gh-9", &other, SECRET).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("already deployed"), "{text}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server
+            .metric("rebake_webhooks_total{forge=\"gitea\",result=\"wrong_forge\"}")
+            .await,
+        Some(2.0)
+    );
+    server.shutdown().await;
+    assert_eq!(jobs.deploys().len(), 1, "{:?}", jobs.deploys());
+
+    // A plain-git service takes no webhook at all.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_for(None, dir.path(), SECRET_ENV, jobs.clone()).await;
+    let (status, text) = server.github("pull_request", "p-1", &body, SECRET).await;
+    assert_eq!(status, 404, "{text}");
+    server.shutdown().await;
+    assert_eq!(jobs.deploys().len(), 1, "{:?}", jobs.deploys());
+}
+
+/// Done deploys recorded by an older version (`forge:owner/name#number@commit`) still count.
+#[tokio::test]
+async fn done_deploys_of_the_older_format_are_still_done() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("server")).unwrap();
+    std::fs::write(
+        dir.path().join("server/jobs.json"),
+        serde_json::to_vec(&json!({
+            "pending": [],
+            "done": [format!("github:Codertocat/Hello-World#2@{MERGE_SHA}")],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let body = github_merged("rebake/nginx");
+    let (status, text) = server.github("pull_request", "o-1", &body, SECRET).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("already deployed"), "{text}");
+    server.shutdown().await;
+    assert!(jobs.deploys().is_empty(), "{:?}", jobs.deploys());
+}
+
 #[tokio::test]
 async fn github_bad_or_missing_signature_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -521,6 +606,14 @@ async fn missing_secret_answers_503() {
     let body = github_merged("rebake/nginx");
     let (status, _) = server.github("pull_request", "s-1", &body, SECRET).await;
     assert_eq!(status, 503);
+    server.shutdown().await;
+    let server = start_for(
+        Some(WebhookForge::Gitea),
+        dir.path(),
+        UNSET_SECRET_ENV,
+        jobs.clone(),
+    )
+    .await;
     let (status, _) = server
         .gitea(
             "pull_request",
@@ -571,7 +664,13 @@ async fn github_events_that_deploy_nothing() {
 async fn gitea_merged_proposal_deploys_once_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = Arc::new(FakeJobs::default());
-    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let server = start_for(
+        Some(WebhookForge::Gitea),
+        dir.path(),
+        SECRET_ENV,
+        jobs.clone(),
+    )
+    .await;
     let sha = "0123456789abcdef0123456789abcdef01234567";
     let body = gitea_merged(12, "rebake/nginx", "rebake/nginx", sha);
 
@@ -609,7 +708,13 @@ async fn gitea_merged_proposal_deploys_once_even_across_a_restart() {
     assert!(dir.path().join("server/deliveries.json").is_file());
 
     // A new process on the same state directory: the delivery is still known.
-    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let server = start_for(
+        Some(WebhookForge::Gitea),
+        dir.path(),
+        SECRET_ENV,
+        jobs.clone(),
+    )
+    .await;
     let (status, text) = server.gitea("pull_request", "gt-1", &body, SECRET).await;
     assert_eq!((status, text.as_str()), (200, "duplicate delivery ignored"));
     // So is the deploy, under a new delivery id.
@@ -624,7 +729,13 @@ async fn gitea_merged_proposal_deploys_once_even_across_a_restart() {
 async fn gitea_merge_deploys(number: u64, head_ref: &str, head_label: &str, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let jobs = Arc::new(FakeJobs::default());
-    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let server = start_for(
+        Some(WebhookForge::Gitea),
+        dir.path(),
+        SECRET_ENV,
+        jobs.clone(),
+    )
+    .await;
     let body = gitea_merged(number, head_ref, head_label, MERGE_SHA);
     let (status, text) = server.gitea("pull_request", "gl-1", &body, SECRET).await;
     assert_eq!(status, 202, "{text}");
@@ -657,9 +768,20 @@ async fn a_merged_group_proposal_queues_one_deploy() {
 async fn queued_deploy_survives_shutdown_and_runs_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = Arc::new(FakeJobs::gated());
-    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let server = start_for(
+        Some(WebhookForge::Gitea),
+        dir.path(),
+        SECRET_ENV,
+        jobs.clone(),
+    )
+    .await;
     let first = gitea_merged(1, "rebake/a", "rebake/a", MERGE_SHA);
-    let second = gitea_merged(2, "rebake/b", "rebake/b", MERGE_SHA);
+    let second = gitea_merged(
+        2,
+        "rebake/b",
+        "rebake/b",
+        "d4295bd74fb0f4fda03689c3df3f2803b658fd85",
+    );
     assert_eq!(
         server.gitea("pull_request", "q-1", &first, SECRET).await.0,
         202
@@ -686,7 +808,13 @@ async fn queued_deploy_survives_shutdown_and_runs_after_restart() {
     assert_eq!(jobs.deploys().len(), 1);
 
     let jobs2 = Arc::new(FakeJobs::default());
-    let server = start(dir.path(), SECRET_ENV, jobs2.clone()).await;
+    let server = start_for(
+        Some(WebhookForge::Gitea),
+        dir.path(),
+        SECRET_ENV,
+        jobs2.clone(),
+    )
+    .await;
     wait_deploys(&jobs2, 1).await;
     server.shutdown().await;
     let resumed = jobs2.deploys();
@@ -750,6 +878,7 @@ fn scheduler_fixture() -> (tempfile::TempDir, Arc<FakeJobs>, Service, FakeClock)
     let config = ServeConfig {
         secret_env: SECRET_ENV.to_string(),
         state_dir: dir.path().to_path_buf(),
+        forge: Some(WebhookForge::Github),
         schedules: Vec::new(),
         deploys_from: None,
     };
