@@ -81,6 +81,17 @@ pub fn path_for(repo: &Path, image: &str) -> PathBuf {
 
 impl Lock {
     pub fn parse(text: &str, origin: &Path) -> Result<Lock> {
+        if let Some((line, problem)) = crate::config::input::yaml_limits_problem(text) {
+            let at = if line > 0 {
+                format!(":{line}")
+            } else {
+                String::new()
+            };
+            bail!(
+                "{}{at}: refused: {problem} (regenerate it with `rebake build`)",
+                origin.display()
+            );
+        }
         let lock: Lock = serde_yaml_ng::from_str(text).map_err(|e| {
             let at = e
                 .location()
@@ -98,11 +109,23 @@ impl Lock {
                 lock.lock_version
             );
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &lock.packages {
+            if !seen.insert((&p.name, &p.arch)) {
+                bail!(
+                    "{}: malformed lock: package {}:{} is listed more than once (regenerate it \
+                     with `rebake build`)",
+                    origin.display(),
+                    p.name,
+                    p.arch
+                );
+            }
+        }
         Ok(lock)
     }
 
     pub fn read(path: &Path) -> Result<Lock> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::config::input::read_input(None, path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         Lock::parse(&text, path)
     }
@@ -147,5 +170,53 @@ mod tests {
         let bad = y.replace("suite:", "suit:");
         let e = Lock::parse(&bad, Path::new("images/web/rebake.lock")).unwrap_err();
         assert!(e.to_string().contains("images/web/rebake.lock:"), "{e}");
+    }
+
+    fn lock_text(packages: &[(&str, &str)]) -> String {
+        let mut text = "lock_version: 1\nname: web\nsuite: trixie\narchitecture: amd64\n\
+                        archive: []\npackages:\n"
+            .to_string();
+        for (name, arch) in packages {
+            text.push_str(&format!(
+                "- name: {name}\n  version: '1'\n  arch: {arch}\n  source: {name}\n  \
+                 source_version: '1'\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn refuses_a_package_listed_twice() {
+        let origin = Path::new("images/web/rebake.lock");
+        Lock::parse(&lock_text(&[("a", "amd64"), ("a", "i386")]), origin).unwrap();
+        let e = Lock::parse(
+            &lock_text(&[("a", "amd64"), ("b", "all"), ("a", "amd64")]),
+            origin,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("images/web/rebake.lock") && e.contains("a:amd64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_deep_or_large_yaml_before_parsing() {
+        let origin = Path::new("images/web/rebake.lock");
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let started = std::time::Instant::now();
+        let e = Lock::parse(&deep, origin).unwrap_err().to_string();
+        assert!(
+            e.contains("images/web/rebake.lock") && e.contains("limit of 64"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let big = format!("{}# {}\n", lock_text(&[]), "x".repeat(1 << 20));
+        let e = Lock::parse(&big, origin).unwrap_err().to_string();
+        assert!(
+            e.contains("images/web/rebake.lock") && e.contains("limit of 1048576"),
+            "{e}"
+        );
     }
 }
