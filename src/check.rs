@@ -72,12 +72,14 @@ pub fn check_repo(repo_dir: &Path, config_path: Option<&Path>) -> CheckReport {
         Some(path) => (Some(path.to_path_buf()), path.to_path_buf()),
         None => {
             let path = repo_dir.join(CONFIG_FILE);
-            (path.is_file().then_some(path), PathBuf::from(CONFIG_FILE))
+            let present = std::fs::symlink_metadata(&path).is_ok();
+            (present.then_some(path), PathBuf::from(CONFIG_FILE))
         }
     };
     if let Some(file) = &config_file {
         report.config_file = Some(shown_as.clone());
-        match std::fs::read_to_string(file) {
+        let inside = config_path.is_none().then_some(repo_dir);
+        match config::input::read_input(inside, file) {
             Ok(source) => {
                 let base_dir = file.parent().unwrap_or(Path::new("."));
                 let result = config::parse_with_base_dir(&shown_as, &source, base_dir);

@@ -31,7 +31,8 @@ pub(crate) fn template_registry_partially(
     let mut diagnostics = Vec::new();
     for name in list_templates(repo_dir) {
         let shown_as = Path::new(TEMPLATES_DIR).join(&name);
-        let text = match std::fs::read_to_string(repo_dir.join(&shown_as)) {
+        let text = match crate::config::input::read_input(Some(repo_dir), &repo_dir.join(&shown_as))
+        {
             Ok(text) => text,
             Err(e) => {
                 diagnostics.push(Diagnostic::file_level(
