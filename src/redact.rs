@@ -90,6 +90,35 @@ pub fn split_credentials(url: &str) -> (String, Option<UrlCredentials>) {
     }
 }
 
+/// `url` (without credentials) with `credentials` written into its user part, percent-encoded:
+/// the form apt reads (`http://user:pw@host/…`). Only for files given to apt, never shown.
+pub fn with_credentials(url: &str, credentials: &UrlCredentials) -> String {
+    let Some((rest_start, _)) = split_authority(url) else {
+        return url.to_owned();
+    };
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let userinfo = if credentials.password.is_empty() {
+        encode(&credentials.user)
+    } else {
+        format!(
+            "{}:{}",
+            encode(&credentials.user),
+            encode(&credentials.password)
+        )
+    };
+    format!("{}{userinfo}@{}", &url[..rest_start], &url[rest_start..])
+}
+
 /// `text` with every non-empty secret replaced by `***`.
 pub fn scrub<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
     let mut text = text.to_owned();
@@ -171,5 +200,10 @@ mod tests {
             assert_eq!(split_credentials(plain), (plain.to_owned(), None));
         }
         assert_eq!(scrub("a pw b", ["pw", ""]), "a *** b");
+        let (url, c) = split_credentials("https://u:p%40ss@host/debian");
+        assert_eq!(
+            with_credentials(&url, &c.unwrap()),
+            "https://u:p%40ss@host/debian"
+        );
     }
 }
