@@ -263,7 +263,8 @@ fn load_policy_file(
         vec![Diagnostic::file_level(
             shown_as,
             format!("cannot read the policy: {e}"),
-            "check that the file exists and is readable UTF-8 text",
+            "check that the file exists and is readable UTF-8 text (a regular file of the \
+             repository, not a link)",
         )]
     })?;
     let name = path

@@ -40,7 +40,7 @@ pub(crate) fn template_registry_partially(
                 diagnostics.push(Diagnostic::file_level(
                     &shown_as,
                     format!("cannot read the template: {e}"),
-                    "check that the file is readable UTF-8 text",
+                    "use a regular file of the repository (not a link), readable UTF-8 text",
                 ));
                 continue;
             }
@@ -207,7 +207,7 @@ fn recursive_templates(registry: &Handlebars<'static>) -> Vec<(String, String)> 
                     let mut shown: Vec<String> =
                         path[from..].iter().map(|p| p.to_string()).collect();
                     shown.push(target.to_string());
-                    cycle = Some(shown.join(" → "));
+                    cycle = Some((from == 0, shown.join(" → ")));
                     break;
                 }
                 Some(target) if done.contains(target) => {}
@@ -223,10 +223,15 @@ fn recursive_templates(registry: &Handlebars<'static>) -> Vec<(String, String)> 
                 }
             }
         }
-        if let Some(cycle) = cycle {
+        if let Some((in_cycle, cycle)) = cycle {
+            let what = if in_cycle {
+                "recursive template"
+            } else {
+                "includes a recursive template"
+            };
             refused.push((
                 name.clone(),
-                format!("recursive template: the partials include each other in a cycle ({cycle})"),
+                format!("{what}: the partials include each other in a cycle ({cycle})"),
             ));
         }
     }
@@ -293,7 +298,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("templates/b.hbs: "), "{text}");
-        assert!(text.contains("templates/uses.hbs: "), "{text}");
+        assert!(
+            text.contains("templates/uses.hbs: includes a recursive template"),
+            "{text}"
+        );
         assert!(
             text.contains("inline partial \"r\" (in inline.hbs)"),
             "{text}"
