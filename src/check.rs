@@ -72,12 +72,14 @@ pub fn check_repo(repo_dir: &Path, config_path: Option<&Path>) -> CheckReport {
         Some(path) => (Some(path.to_path_buf()), path.to_path_buf()),
         None => {
             let path = repo_dir.join(CONFIG_FILE);
-            (path.is_file().then_some(path), PathBuf::from(CONFIG_FILE))
+            let present = std::fs::symlink_metadata(&path).is_ok();
+            (present.then_some(path), PathBuf::from(CONFIG_FILE))
         }
     };
     if let Some(file) = &config_file {
         report.config_file = Some(shown_as.clone());
-        match std::fs::read_to_string(file) {
+        let inside = config_path.is_none().then_some(repo_dir);
+        match config::input::read_input(inside, file) {
             Ok(source) => {
                 let base_dir = file.parent().unwrap_or(Path::new("."));
                 let result = config::parse_with_base_dir(&shown_as, &source, base_dir);
@@ -157,13 +159,7 @@ fn check_rendering(repo_dir: &Path, registry: &Handlebars, policy: &Policy) -> V
     foreign_base_images(&rendered)
         .into_iter()
         .map(|image| {
-            let line = template_source
-                .lines()
-                .position(|l| {
-                    let l = l.trim_start();
-                    l.len() > 5 && l[..5].eq_ignore_ascii_case("FROM ") && l.contains(&image)
-                })
-                .map_or(0, |i| i + 1);
+            let line = from_line(&template_source, &image);
             Diagnostic {
                 file: template_file.clone(),
                 line,
@@ -179,6 +175,20 @@ fn check_rendering(repo_dir: &Path, registry: &Handlebars, policy: &Policy) -> V
             }
         })
         .collect()
+}
+
+/// The 1-based line of the template's `FROM` line naming `image`; 0 when none does. The text
+/// is the user's: any line may start with non-ASCII characters.
+fn from_line(template_source: &str, image: &str) -> usize {
+    template_source
+        .lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.get(..5)
+                .is_some_and(|word| word.eq_ignore_ascii_case("FROM "))
+                && l.contains(image)
+        })
+        .map_or(0, |i| i + 1)
 }
 
 /// Images named in `FROM` lines that are neither the base image nor an earlier stage.
@@ -214,5 +224,12 @@ mod tests {
             "FROM {SAMPLE_BASE_IMAGE} AS build\nRUN make\nFROM build\nFROM --platform=linux/amd64 golang:1.22\n"
         );
         assert_eq!(foreign_base_images(&dockerfile), ["golang:1.22"]);
+    }
+
+    #[test]
+    fn from_line_takes_lines_starting_with_non_ascii_text() {
+        let template = "ééé comment\nü\nFROM golang:1.22\n";
+        assert_eq!(from_line(template, "golang:1.22"), 3);
+        assert_eq!(from_line("ééé golang:1.22\n", "golang:1.22"), 0);
     }
 }

@@ -175,6 +175,8 @@ pub enum Auth {
     /// https with a token: user `x-access-token`, password the token (GitHub, GitHub App
     /// installation tokens, Gitea/Forgejo personal access tokens all accept this).
     Token(String),
+    /// A user and password (written into origin's URL: `https://user:pw@host/…`).
+    UserPass { user: String, password: String },
     /// ssh with the keys of the running ssh-agent (`SSH_AUTH_SOCK`).
     SshAgent,
     /// ssh with a private key file.
@@ -189,6 +191,7 @@ impl fmt::Debug for Auth {
         match self {
             Auth::None => f.write_str("Auth::None"),
             Auth::Token(_) => f.write_str("Auth::Token(<redacted>)"),
+            Auth::UserPass { user, .. } => write!(f, "Auth::UserPass({user}:<redacted>)"),
             Auth::SshAgent => f.write_str("Auth::SshAgent"),
             Auth::SshKey {
                 private,
@@ -207,6 +210,7 @@ impl Auth {
     fn secrets(&self) -> Vec<&str> {
         match self {
             Auth::Token(token) => vec![token.as_str()],
+            Auth::UserPass { password, .. } => vec![password.as_str()],
             Auth::SshKey {
                 passphrase: Some(p),
                 ..
@@ -251,8 +255,25 @@ impl Workspace {
     /// Clones `remote_url` (bare) into `dir` when `dir` does not exist or is empty; otherwise opens
     /// the repository at `dir` and points its `origin` at `remote_url` (creating `origin` if
     /// needed). Does not fetch an existing repository: call [`Workspace::fetch`].
+    ///
+    /// Credentials written into `remote_url` (`https://x-access-token:TOKEN@host/…`) are taken
+    /// out of it: the workspace's config holds origin's URL without them, and they are given
+    /// to git through the credentials callback (before `auth`).
     pub fn open_or_clone(remote_url: &str, dir: &Path, auth: &Auth) -> Result<Workspace> {
         let display_url = redact_url(remote_url);
+        let secret = url_secret(remote_url);
+        let (remote_url, from_url) = split_credentials(remote_url);
+        let remote_url = remote_url.as_str();
+        let auth = &match from_url {
+            // A lone user part over https is a token, as git forges take it.
+            Some(c) if c.password.is_empty() => Auth::Token(c.user),
+            Some(c) if c.user == "x-access-token" => Auth::Token(c.password),
+            Some(c) => Auth::UserPass {
+                user: c.user,
+                password: c.password,
+            },
+            None => auth.clone(),
+        };
         let empty_dir = match std::fs::read_dir(dir) {
             Ok(mut entries) => entries.next().is_none(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -261,7 +282,7 @@ impl Workspace {
             }
         };
         if empty_dir {
-            let ws = Workspace::clone_into(remote_url, dir, auth, display_url)?;
+            let ws = Workspace::clone_into(remote_url, dir, auth, display_url, secret)?;
             // Sets refs/remotes/origin/HEAD, which a clone does not always do.
             ws.fetch()?;
             return Ok(ws);
@@ -283,7 +304,7 @@ impl Workspace {
             repo,
             auth: auth.clone(),
             display_url,
-            url_secret: url_secret(remote_url),
+            url_secret: secret,
         };
         result.map_err(|e| {
             ws.error(
@@ -298,7 +319,13 @@ impl Workspace {
         Ok(ws)
     }
 
-    fn clone_into(url: &str, dir: &Path, auth: &Auth, display_url: String) -> Result<Workspace> {
+    fn clone_into(
+        url: &str,
+        dir: &Path,
+        auth: &Auth,
+        display_url: String,
+        secret: Option<String>,
+    ) -> Result<Workspace> {
         let session = Session::default();
         let mut fetch = FetchOptions::new();
         fetch
@@ -312,7 +339,7 @@ impl Workspace {
                 repo,
                 auth: auth.clone(),
                 display_url,
-                url_secret: url_secret(url),
+                url_secret: secret,
             }),
             Err(e) => Err(anyhow!(
                 "cannot clone {} into {}: {}",
@@ -321,7 +348,7 @@ impl Workspace {
                 scrub(
                     &describe(&e, &display_url, &session),
                     auth,
-                    url_secret(url).as_deref()
+                    secret.as_deref()
                 )
             )),
         }
@@ -1093,6 +1120,9 @@ fn credentials(
             Auth::Token(_) => "the token was rejected (is it valid, and does it have permission \
                                to read and push to this repository?)"
                 .to_owned(),
+            Auth::UserPass { user, .. } => {
+                format!("the user {user} and password from origin's URL were rejected")
+            }
             Auth::SshAgent => "no key of the ssh-agent was accepted".to_owned(),
             Auth::SshKey { private, .. } => {
                 format!("the ssh key {} was rejected", private.display())
@@ -1112,6 +1142,15 @@ fn credentials(
         }
         Auth::Token(_) => Err(git2::Error::from_str(&format!(
             "a token authenticates only over https; {url} asks for another kind of credentials"
+        ))),
+        Auth::UserPass { user, password }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+        {
+            Cred::userpass_plaintext(user, password)
+        }
+        Auth::UserPass { .. } => Err(git2::Error::from_str(&format!(
+            "a user and password authenticate only over https; {url} asks for another kind of \
+             credentials"
         ))),
         Auth::SshAgent if allowed.contains(CredentialType::SSH_KEY) => {
             Cred::ssh_key_from_agent(ssh_user)
@@ -1139,29 +1178,6 @@ fn scrub(text: &str, auth: &Auth, url_secret: Option<&str>) -> String {
     text
 }
 
-/// The part of `url`'s user info that `redact_url` hides, if any.
-fn url_secret(url: &str) -> Option<String> {
-    let (_, authority) = split_authority(url)?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    match userinfo.split_once(':') {
-        Some((_, password)) => Some(password.to_owned()),
-        None if url.starts_with("http") => Some(userinfo.to_owned()),
-        None => None,
-    }
-    .filter(|s| !s.is_empty())
-}
-
-/// `url` split after `scheme://`, and the authority (`user@host:port`) that follows.
-fn split_authority(url: &str) -> Option<(usize, &str)> {
-    let rest_start = url.find("://")? + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    Some((rest_start, &rest[..authority_end]))
-}
-
-/// `url` without a password (or token) in its user part: `https://user:pw@host/x` →
-/// `https://user:***@host/x`, `https://token@host/x` → `https://***@host/x`. scp-like ssh
-/// addresses (`git@host:x`) and paths are returned unchanged.
 /// Runs blocking git work on the blocking pool, with the workspace for `remote_url` opened (or
 /// cloned) in `dir` inside the closure: a `Workspace` is not `Sync`.
 pub async fn with_workspace<T: Send + 'static>(
@@ -1174,27 +1190,8 @@ pub async fn with_workspace<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&Workspace::open_or_clone(&url, &dir, &auth)?)).await?
 }
 
-pub fn redact_url(url: &str) -> String {
-    let Some((rest_start, authority)) = split_authority(url) else {
-        return url.to_owned();
-    };
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let redacted = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        // A lone user part over http(s) is usually a token; over ssh it is the login.
-        None if url.starts_with("http") => "***".to_owned(),
-        None => userinfo.to_owned(),
-    };
-    format!(
-        "{}{}{}",
-        &url[..rest_start],
-        redacted,
-        &url[rest_start + at..]
-    )
-}
+pub use crate::redact::redact_url;
+use crate::redact::{split_credentials, url_secret};
 
 #[cfg(test)]
 mod tests {

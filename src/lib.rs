@@ -22,6 +22,7 @@ pub mod plan;
 pub mod policy;
 pub mod propose;
 pub mod publish;
+pub mod redact;
 pub mod render;
 pub mod repo;
 pub mod rollout;

@@ -35,7 +35,8 @@ pub fn rewrite_manifests(
     let mut changed = Vec::new();
     for file in files {
         let full = repo.join(&file);
-        let text = std::fs::read_to_string(&full).with_context(|| {
+        // Never through a link: the rewrite would write wherever it points.
+        let text = crate::config::input::read_input(Some(repo), &full).with_context(|| {
             format!(
                 "image {image_name}: cannot read the manifest {}",
                 full.display()
@@ -202,5 +203,20 @@ mod tests {
         // Templated values and keys that only end in `image`: untouched.
         let other = "image: ${WEB_IMAGE}\nbase_image: registry.example.com/team/web:1\n";
         assert_eq!(rewrite(other), other);
+    }
+
+    #[test]
+    fn a_linked_manifest_is_neither_read_nor_written() {
+        let repo = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("compose.yaml");
+        let text = "services:\n  web:\n    image: 127.0.0.1:5000/team/web:1.0\n";
+        std::fs::write(&target, text).unwrap();
+        std::fs::create_dir(repo.path().join("deploy")).unwrap();
+        std::os::unix::fs::symlink(&target, repo.path().join("deploy/compose.yaml")).unwrap();
+        let digest = format!("127.0.0.1:5000/team/web@sha256:{}", "a".repeat(64));
+        let e = rewrite_manifests(repo.path(), &["deploy".into()], "web", &digest).unwrap_err();
+        assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
     }
 }

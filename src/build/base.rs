@@ -163,6 +163,15 @@ pub(super) fn sources_text(suites: &[SuiteSource], signed_by: impl Fn(usize) -> 
     out
 }
 
+/// The user part of a URL holding `c` as apt sees it (percent-encoded), to scrub from apt's
+/// messages beside the plain password.
+fn with_credentials_userinfo(c: &crate::redact::UrlCredentials) -> String {
+    let url = crate::redact::with_credentials("http://h", c);
+    url.trim_start_matches("http://")
+        .trim_end_matches("@h")
+        .to_string()
+}
+
 fn check_sources(suites: &[SuiteSource]) -> Result<()> {
     if suites.is_empty() {
         bail!("no archive suites to build the base from");
@@ -220,7 +229,24 @@ pub async fn build_base(
         }
         inline_keys.push(deb822_inline_key(&armor(&packets)));
     }
-    let host_sources = sources_text(suites, |n| inline_keys[n].clone());
+    // apt needs the mirrors' credentials: only this file, given to mmdebstrap, holds them
+    // (the rootfs's sources, the lock and every message do not).
+    let with_credentials: Vec<SuiteSource> = suites
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if let Some(c) = &s.credentials {
+                s.uri = crate::redact::with_credentials(&s.uri, c);
+            }
+            s
+        })
+        .collect();
+    let host_sources = sources_text(&with_credentials, |n| inline_keys[n].clone());
+    let secrets: Vec<String> = suites
+        .iter()
+        .filter_map(|s| s.credentials.as_ref())
+        .flat_map(|c| [with_credentials_userinfo(c), c.password.clone()])
+        .collect();
 
     // The cache key: everything that decides the rootfs (keyrings by content).
     let key = {
@@ -254,7 +280,14 @@ pub async fn build_base(
     std::fs::write(&sources_file, &host_sources)
         .with_context(|| format!("cannot write {}", sources_file.display()))?;
     let raw_tar = work_dir.join("mmdebstrap.tar");
-    run_mmdebstrap(release, arch, epoch, &sources_file, &raw_tar, work_dir).await?;
+    run_mmdebstrap(release, arch, epoch, &sources_file, &raw_tar, work_dir)
+        .await
+        .map_err(|e| {
+            anyhow!(crate::redact::scrub(
+                &format!("{e:#}"),
+                secrets.iter().map(String::as_str)
+            ))
+        })?;
 
     // Re-write it reproducibly.
     let layer = work_dir.join("rootfs.tar");

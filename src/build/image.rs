@@ -40,17 +40,23 @@ fn add_context_dir<W: Write>(b: &mut tar::Builder<W>, dir: &Path, prefix: &str) 
         h.set_gid(0);
         h.set_mtime(0);
         if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(e.path())?;
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_mode(0o777);
-            h.set_size(0);
-            b.append_link(&mut h, &rel, &target)?;
+            bail!(
+                "{}: the image context may not contain symbolic links (rebake sends only \
+                 regular files and directories of the repository); copy the file instead",
+                e.path().display()
+            );
         } else if meta.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
             h.set_mode(0o755);
             h.set_size(0);
             b.append_data(&mut h, format!("{rel}/"), std::io::empty())?;
             add_context_dir(b, &e.path(), &rel)?;
+        } else if !meta.is_file() {
+            bail!(
+                "{}: the image context may contain only regular files and directories (this \
+                 is a device, pipe or socket)",
+                e.path().display()
+            );
         } else {
             use std::os::unix::fs::PermissionsExt;
             let data = std::fs::read(e.path())
@@ -78,7 +84,21 @@ pub fn context_tar(repo: &Path, image: &str, dockerfile: &str) -> Result<Vec<u8>
     h.set_size(dockerfile.len() as u64);
     b.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())?;
     let dir = repo.join("images").join(image).join("context");
-    if dir.is_dir() {
+    if let Ok(meta) = std::fs::symlink_metadata(&dir) {
+        if !meta.is_dir() {
+            bail!(
+                "{}: must be a directory of the repository (a symbolic link or file is refused)",
+                dir.display()
+            );
+        }
+        let (inside, repo_root) = (dir.canonicalize()?, repo.canonicalize()?);
+        if !inside.starts_with(&repo_root) {
+            bail!(
+                "{}: resolves to {}, outside the repository",
+                dir.display(),
+                inside.display()
+            );
+        }
         add_context_dir(&mut b, &dir, "")?;
     }
     Ok(b.into_inner()?)
@@ -396,5 +416,33 @@ mod tests {
             strip_ansi("\x1b[91mthe-line\n\x1b[0mnext"),
             "the-line\nnext"
         );
+    }
+
+    #[test]
+    fn context_links_and_non_regular_files_are_refused_by_name() {
+        let repo = tempfile::tempdir().unwrap();
+        let context = repo.path().join("images/web/context");
+        std::fs::create_dir_all(context.join("sub")).unwrap();
+        std::fs::write(context.join("sub/ok.txt"), "ok").unwrap();
+        assert!(context_tar(repo.path(), "web", "FROM x\n").is_ok());
+
+        std::os::unix::fs::symlink("/etc/passwd", context.join("sub/passwd")).unwrap();
+        let e = context_tar(repo.path(), "web", "FROM x\n").unwrap_err();
+        assert!(e.to_string().contains("context/sub/passwd"), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(context.join("sub/passwd")).unwrap();
+
+        let fifo = context.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let e = context_tar(repo.path(), "web", "FROM x\n").unwrap_err();
+        assert!(e.to_string().contains("context/pipe"), "{e}");
+        std::fs::remove_file(&fifo).unwrap();
+
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::remove_dir_all(&context).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &context).unwrap();
+        let e = context_tar(repo.path(), "web", "FROM x\n").unwrap_err();
+        assert!(e.to_string().contains("images/web/context"), "{e}");
     }
 }

@@ -383,6 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let suites = vec![SuiteSource {
             uri: "http://mirror.example/debian".into(),
+            credentials: None,
             suite: "trixie".into(),
             components: vec!["main".into()],
             signed_by: SignedBy::Files(vec!["/k.gpg".into()]),

@@ -54,7 +54,9 @@ impl Context {
     pub fn load_config(&self) -> Result<Config> {
         let path = match &self.config {
             Some(p) => Some(p.clone()),
-            None => Some(self.repo.join("rebake.yaml")).filter(|p| p.exists()),
+            None => {
+                Some(self.repo.join("rebake.yaml")).filter(|p| std::fs::symlink_metadata(p).is_ok())
+            }
         };
         match path {
             Some(p) => crate::config::load(&p).map_err(crate::repo::diagnostics_error),

@@ -461,6 +461,18 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &Path,
     source: &str,
 ) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
+    if let Some((line, message)) = super::input::yaml_limits_problem(source) {
+        return Err(vec![Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            column: None,
+            field: String::new(),
+            message,
+            help: "rebake reads YAML files up to 1 MiB that nest at most 64 levels deep; \
+                   split or flatten the file"
+                .to_string(),
+        }]);
+    }
     let is_empty = source
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---");

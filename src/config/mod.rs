@@ -8,6 +8,7 @@
 
 mod cron;
 mod diagnostics;
+pub mod input;
 
 pub use cron::CronSchedule;
 pub use diagnostics::{locate, Diagnostic, FieldPath, ScalarString, Segment};
@@ -356,7 +357,7 @@ pub fn default_state_dir() -> PathBuf {
 /// Reads and validates a config file. A missing file is an error here; see
 /// [`load_or_default`].
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
+    let source = input::read_input(None, path).map_err(|e| {
         vec![Diagnostic::file_level(
             path,
             format!("cannot read the config file: {e}"),
@@ -368,7 +369,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
 
 /// Like [`load`], but a file that does not exist means all defaults.
 pub fn load_or_default(path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
         _ => load(path),
     }
@@ -1067,5 +1068,31 @@ schedule:
         assert!(e.help.starts_with("did you mean 'repository'?"), "{e}");
         assert_eq!(edit_distance("staus", "status"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn deep_or_large_yaml_is_refused_before_parsing_naming_the_file_and_the_limit() {
+        let deep = format!("vars: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+        let started = std::time::Instant::now();
+        let errors = parse(Path::new("rebake.yaml"), &deep).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let e = errors[0].to_string();
+        assert!(
+            e.starts_with("rebake.yaml:1: ") && e.contains("limit of 64"),
+            "{e}"
+        );
+        let big = format!("# {}\n", "x".repeat(1 << 20));
+        let errors = parse(Path::new("rebake.yaml"), &big).unwrap_err();
+        let e = errors[0].to_string();
+        assert!(
+            e.starts_with("rebake.yaml: ") && e.contains("limit of 1048576"),
+            "{e}"
+        );
+        let policy = crate::policy::parse_policy("web", Path::new("policies/web.yaml"), &deep);
+        let e = policy.unwrap_err()[0].to_string();
+        assert!(
+            e.starts_with("policies/web.yaml:1: ") && e.contains("limit of 64"),
+            "{e}"
+        );
     }
 }

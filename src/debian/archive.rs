@@ -9,6 +9,7 @@ use super::release::{parse_date, Release};
 use super::sources::SuiteSource;
 use super::{packages, verify};
 use crate::output::Progress;
+use crate::redact::UrlCredentials;
 use crate::state::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -47,6 +48,9 @@ pub struct Fetcher {
     progress: Progress,
     /// The clock used for `Valid-Until`; a parameter so tests can move it.
     pub now: DateTime<Utc>,
+    /// Credentials for archives whose `.sources` URI held them, by the archive's URI (with a
+    /// trailing `/`): sent as HTTP Basic to URLs under it, never part of a URL.
+    credentials: Arc<std::sync::Mutex<Vec<(String, UrlCredentials)>>>,
 }
 
 enum Body {
@@ -73,6 +77,7 @@ impl Fetcher {
             stats: Arc::default(),
             progress,
             now: Utc::now(),
+            credentials: Arc::default(),
         })
     }
 
@@ -102,6 +107,16 @@ impl Fetcher {
         loop {
             attempt += 1;
             let mut req = self.client.get(url);
+            let credentials = self
+                .credentials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(prefix, _)| url.starts_with(prefix.as_str()))
+                .map(|(_, c)| c.clone());
+            if let Some(c) = credentials {
+                req = req.basic_auth(c.user, Some(c.password));
+            }
             if let Some(c) = cond {
                 if let Some(e) = &c.etag {
                     req = req.header(reqwest::header::IF_NONE_MATCH, e);
@@ -160,6 +175,13 @@ impl Fetcher {
     /// Fetches and verifies one suite's indices for `arch`.
     pub async fn fetch_suite(&self, src: &SuiteSource, arch: &str) -> Result<SuiteIndex> {
         let base = src.dists_url();
+        if let Some(credentials) = &src.credentials {
+            let prefix = format!("{}/", src.uri.trim_end_matches('/'));
+            let mut known = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+            if !known.iter().any(|(p, _)| *p == prefix) {
+                known.push((prefix, credentials.clone()));
+            }
+        }
         let inrelease_url = format!("{base}InRelease");
         let dir = self.suite_dir(src);
         let state_file = dir.join("state.json");
@@ -390,4 +412,25 @@ pub async fn fetch_release(
         arch,
         results.into_iter().flatten().collect(),
     ))
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mirror_password_never_appears_in_fetch_errors() {
+        let text = "Types: deb\nURIs: http://mirror:S3CRET@127.0.0.1:9/debian\nSuites: trixie\n\
+                    Components: main\n";
+        let entries = super::super::sources::parse(text, "c.sources").unwrap();
+        let suites = super::super::sources::suites_for_release(&entries, "trixie").unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(state.path(), Progress::auto(false)).unwrap();
+        let e = fetch_release(&fetcher, "trixie", "amd64", &suites)
+            .await
+            .unwrap_err();
+        let text = format!("{e:#} {e:?}");
+        assert!(!text.contains("S3CRET"), "{text}");
+        assert!(text.contains("127.0.0.1:9"), "{text}");
+    }
 }

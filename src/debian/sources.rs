@@ -1,6 +1,7 @@
 //! apt's deb822 `.sources` format: which archives to read and which keyring signs each.
 
 use super::deb822;
+use crate::redact::{redact_url, split_credentials, UrlCredentials};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,11 @@ pub struct SourceEntry {
 /// One archive suite to fetch: the unit the scan verifies and caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SuiteSource {
+    /// The archive's URI without credentials: shown in messages, written in locks.
     pub uri: String,
+    /// Credentials the `.sources` file wrote into the URI (`http://user:pw@host/…`): sent to
+    /// the mirror, never shown or stored.
+    pub credentials: Option<UrlCredentials>,
     pub suite: String,
     pub components: Vec<String>,
     pub signed_by: SignedBy,
@@ -95,7 +100,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<SourceEntry>> {
         }
         for u in &uris {
             if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file:/")) {
-                bail!("{at}: URI {u:?} is not http(s) or file (rebake reads archives over HTTP(S) or from disk)");
+                bail!(
+                    "{at}: URI {:?} is not http(s) or file (rebake reads archives over HTTP(S) or \
+                     from disk)",
+                    redact_url(u)
+                );
             }
         }
         let mut components = words(p.get("Components"));
@@ -183,8 +192,10 @@ pub fn suites_for_release(entries: &[SourceEntry], release: &str) -> Result<Vec<
             }
             let suite = format!("{release}{}", &s[from.len()..]);
             for uri in &e.uris {
+                let (uri, credentials) = split_credentials(uri);
                 let candidate = SuiteSource {
                     uri: uri.trim_end_matches('/').to_string(),
+                    credentials,
                     suite: suite.clone(),
                     components: e.components.clone(),
                     signed_by: e.signed_by.clone(),
@@ -227,6 +238,18 @@ Types: deb\nURIs: https://third.example/node\nSuites: nodistro\nComponents: main
             s[0].dists_url(),
             "http://mirror.example/debian/dists/bookworm/"
         );
+    }
+
+    #[test]
+    fn credentials_in_a_uri_are_kept_apart() {
+        let text = "Types: deb\nURIs: http://mirror:S3CRET@127.0.0.1:9/debian\nSuites: trixie\n\
+                    Components: main\n";
+        let s = suites_for_release(&parse(text, "c.sources").unwrap(), "trixie").unwrap();
+        assert_eq!(s[0].uri, "http://127.0.0.1:9/debian");
+        assert_eq!(s[0].credentials.as_ref().unwrap().password, "S3CRET");
+        assert!(!format!("{:?}", s[0]).contains("S3CRET"));
+        let e = parse(&text.replace("http:", "ftp:"), "c.sources").unwrap_err();
+        assert!(!e.to_string().contains("S3CRET"), "{e}");
     }
 
     #[test]

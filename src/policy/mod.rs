@@ -256,11 +256,12 @@ fn load_policy_file(
     shown_as: &Path,
     repo_dir: Option<&Path>,
 ) -> Result<Policy, Vec<Diagnostic>> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
+    let source = crate::config::input::read_input(repo_dir, path).map_err(|e| {
         vec![Diagnostic::file_level(
             shown_as,
             format!("cannot read the policy: {e}"),
-            "check that the file exists and is readable UTF-8 text",
+            "check that the file exists and is readable UTF-8 text (a regular file of the \
+             repository, not a link)",
         )]
     })?;
     let name = path
@@ -802,7 +803,8 @@ pub fn list_templates(repo_dir: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().is_file())
+        // Links and other non-directories are listed too: reading them is refused, by name.
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".hbs") && !name.starts_with('.'))
         .collect();

@@ -70,6 +70,24 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// The JSON of a delivery: the body itself (`application/json`), or the `payload` field of a
+/// form-encoded body (`application/x-www-form-urlencoded`, GitHub's default content type).
+fn json_payload(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, String> {
+    let content_type = header_str(headers, "content-type").unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Ok(body.to_vec());
+    }
+    form_urlencoded::parse(body)
+        .find(|(name, _)| name == "payload")
+        .map(|(_, value)| value.into_owned().into_bytes())
+        .ok_or_else(|| {
+            "a form-encoded delivery without a 'payload' field; set the webhook's content type \
+             to application/json"
+                .to_string()
+        })
+}
+
 impl Service {
     fn webhook(&self, forge: WebhookForge, headers: &HeaderMap, body: &[u8]) -> Response {
         let outcome = match self.inner.forge {
@@ -135,6 +153,15 @@ impl Service {
             );
         }
         let event = header_str(headers, event_header).unwrap_or("");
+        // The signature is over the body as sent; the JSON may be form-encoded in it.
+        let payload = match json_payload(headers, body) {
+            Ok(payload) => payload,
+            Err(message) => {
+                warn!("{forge} webhook refused: {message}");
+                return outcome(StatusCode::BAD_REQUEST, "bad_request", message);
+            }
+        };
+        let body = &payload[..];
         let delivery = header_str(headers, delivery_header).map(|id| format!("{forge}:{id}"));
         match &delivery {
             Some(id) => {
@@ -150,8 +177,9 @@ impl Service {
 
         if let Some(id) = &delivery {
             let mut deliveries = lock(&self.inner.deliveries);
-            if result.status.is_server_error() {
-                // Let the forge's retry through.
+            if !result.status.is_success() {
+                // Not done: let the forge's retry, or a redelivery once the sender's settings
+                // are fixed, through.
                 deliveries.seen.remove(id);
             }
             if let Err(e) = deliveries.persist() {

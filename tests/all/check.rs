@@ -483,3 +483,60 @@ fn updates_security_and_backports_are_refused_with_the_reason() {
     )]);
     assert!(check_repo(ok.path(), None).is_ok());
 }
+
+/// The problem naming `file`, failing with all of them shown otherwise.
+fn naming<'a>(diagnostics: &'a [Diagnostic], file: &str) -> &'a Diagnostic {
+    diagnostics
+        .iter()
+        .find(|d| d.file == Path::new(file))
+        .unwrap_or_else(|| panic!("no problem names {file}:\n{}", show(diagnostics)))
+}
+
+#[test]
+fn symlinked_templates_policies_and_config_are_refused_by_name() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("web.yaml"), VALID_POLICY).unwrap();
+    std::fs::write(outside.path().join("rebake.yaml"), "{}\n").unwrap();
+    let repo = scratch_repo(&[
+        (
+            "policies/web.yaml",
+            &VALID_POLICY.replace("debian.", "uses."),
+        ),
+        (
+            "templates/uses.Dockerfile.hbs",
+            "FROM {{base_image}}\n# {{> a.hbs}}\n",
+        ),
+    ]);
+    let link = |target: &Path, at: &str| std::os::unix::fs::symlink(target, repo.path().join(at));
+    link(Path::new("/proc/self/environ"), "templates/a.hbs").unwrap();
+    link(&outside.path().join("web.yaml"), "policies/linked.yaml").unwrap();
+    link(&outside.path().join("rebake.yaml"), "rebake.yaml").unwrap();
+
+    let diagnostics = problems(repo.path());
+    for file in ["templates/a.hbs", "policies/linked.yaml", "rebake.yaml"] {
+        let d = naming(&diagnostics, file);
+        assert!(d.message.contains("symbolic link"), "{d}");
+    }
+    let shown = show(&diagnostics);
+    assert!(!shown.contains("PATH="), "the environment leaked:\n{shown}");
+    assert!(template_registry(repo.path()).is_err());
+    assert!(load_policies(repo.path()).is_err());
+
+    // A directory linked to one outside the repository: its files resolve outside.
+    let repo = scratch_repo(&[("policies/web.yaml", VALID_POLICY)]);
+    std::fs::remove_dir_all(repo.path().join("templates")).unwrap();
+    std::fs::create_dir(outside.path().join("templates")).unwrap();
+    std::fs::copy(
+        project_dir().join("templates/debian.Dockerfile.hbs"),
+        outside.path().join("templates/debian.Dockerfile.hbs"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("templates"),
+        repo.path().join("templates"),
+    )
+    .unwrap();
+    let diagnostics = problems(repo.path());
+    let d = naming(&diagnostics, "templates/debian.Dockerfile.hbs");
+    assert!(d.message.contains("outside the repository"), "{d}");
+}

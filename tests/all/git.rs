@@ -782,3 +782,43 @@ fn urls_are_redacted() {
         "https://github.com/o/r.git"
     );
 }
+
+#[test]
+fn a_token_in_the_origin_url_stays_out_of_the_workspace_config() {
+    const TOKEN: &str = "ghp_URLSECRET4242";
+    let origin = Origin::new("main");
+    let daemon = GitDaemon::start(&origin);
+    let state = TempDir::new().unwrap();
+    let dir = state.path().join("repo");
+    let config = || std::fs::read_to_string(dir.join("config")).unwrap();
+
+    // A clone: origin's URL is kept, the token is not.
+    let url = daemon
+        .url
+        .replace("git://", &format!("git://x-access-token:{TOKEN}@"));
+    let ws = Workspace::open_or_clone(&url, &dir, &Auth::None).expect("clone");
+    assert!(ws.remote_head("main").unwrap().is_some());
+    assert!(!config().contains(TOKEN), "{}", config());
+    assert!(config().contains("127.0.0.1"), "{}", config());
+    drop(ws);
+
+    // An existing workspace pointed at an https URL with a token: the config has no token,
+    // and the token still reaches the server, through the credentials callback.
+    let (http_url, seen) = unauthorized_server();
+    let url = http_url.replace("http://", &format!("http://x-access-token:{TOKEN}@"));
+    let ws = Workspace::open_or_clone(&url, &dir, &Auth::None).unwrap();
+    assert!(!config().contains(TOKEN), "{}", config());
+    assert!(config().contains(&http_url), "{}", config());
+    let err = ws.fetch().unwrap_err();
+    assert!(!format!("{err:#} {err:?}").contains(TOKEN), "{err:#}");
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"))
+    );
+    assert!(
+        seen.lock().unwrap().contains(&basic),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}

@@ -1080,3 +1080,53 @@ async fn a_scan_brings_the_default_branchs_schedules() {
     );
     service.shutdown().await;
 }
+
+#[tokio::test]
+async fn github_form_encoded_delivery_deploys_and_a_refused_one_is_not_marked_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let form_post = |delivery: &str, body: Vec<u8>| {
+        let request = server
+            .client
+            .post(format!("{}/webhook/github", server.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                format!("sha256={}", sign(SECRET.as_bytes(), &body)),
+            )
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let form = |json: &[u8]| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", std::str::from_utf8(json).unwrap())
+            .finish()
+            .into_bytes()
+    };
+
+    // GitHub's default content type: the JSON, URL-encoded, in the field `payload`.
+    let (status, text) = form_post("f-1", form(&github_merged("rebake/nginx"))).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 1).await;
+
+    // A refused delivery is not done: the same delivery id, sent again right, is handled.
+    let (status, text) = form_post("f-2", b"other=1".to_vec()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("application/json"), "{text}");
+    let mut other: Value = serde_json::from_slice(&github_merged("rebake/postgres")).unwrap();
+    other["number"] = json!(3);
+    other["pull_request"]["number"] = json!(3);
+    other["pull_request"]["merge_commit_sha"] = json!("0".repeat(40));
+    let other = serde_json::to_vec(&other).unwrap();
+    let (status, text) = server.github("pull_request", "f-2", &other, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    wait_deploys(&jobs, 2).await;
+    server.shutdown().await;
+}
