@@ -708,4 +708,37 @@ mod tests {
             "cut inside a line"
         );
     }
+
+    #[test]
+    fn a_binary_rebuild_names_its_binaries_and_a_plain_rebuild_says_why() {
+        let mut c = change("zlib", Some("1:1.3-1"), "1:1.3-1", false, &[]);
+        c.kind = ChangeKind::BinaryRebuild;
+        c.binaries[0].name = "zlib1g".into();
+        c.binaries[0].new = Some("1:1.3-1+b1".into());
+        assert_eq!(
+            title("web", std::slice::from_ref(&c)),
+            "web: binary rebuild (zlib1g 1:1.3-1 → 1:1.3-1+b1)"
+        );
+        let new = lock("web");
+        let d = describe("web", "rebake/web", Some(&lock("web")), &new, &[c]);
+        assert!(
+            d.body
+                .contains("| zlib | 1:1.3-1 | 1:1.3-1 | trixie | binary rebuild | zlib1g 1:1.3-1 → 1:1.3-1+b1 |"),
+            "{}",
+            d.body
+        );
+        let mut rebased = lock("web");
+        rebased.base = Some(crate::lock::Base {
+            rootfs_sha256: "1".repeat(64),
+            id: format!("sha256:{}", "2".repeat(64)),
+        });
+        let d = describe("web", "rebake/web", Some(&lock("web")), &rebased, &[]);
+        assert_eq!(d.title, "web: rebuild (rebuilt on a new base)");
+        assert!(
+            d.body
+                .contains("(no installed package changed; rebuilt on a new base)"),
+            "{}",
+            d.body
+        );
+    }
 }

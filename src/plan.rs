@@ -606,3 +606,98 @@ pub fn changes(
     out.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.source.cmp(&b.source)));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debian::status::InstalledPackage;
+
+    fn pkg(name: &str, version: &str, source: &str, source_version: &str) -> InstalledPackage {
+        InstalledPackage {
+            name: name.into(),
+            version: version.into(),
+            arch: "amd64".into(),
+            source: source.into(),
+            source_version: source_version.into(),
+        }
+    }
+
+    fn lock(packages: Vec<InstalledPackage>) -> Lock {
+        Lock {
+            lock_version: 1,
+            name: "web".into(),
+            suite: "trixie".into(),
+            architecture: "amd64".into(),
+            archive: Vec::new(),
+            base: None,
+            packages,
+            image: None,
+            tests: None,
+        }
+    }
+
+    #[test]
+    fn a_binnmu_is_a_binary_rebuild_of_its_binaries() {
+        let old = lock(vec![
+            pkg("zlib1g", "1:1.3-1", "zlib", "1:1.3-1"),
+            pkg("bash", "5.2-1", "bash", "5.2-1"),
+        ]);
+        let new = lock(vec![
+            pkg("zlib1g", "1:1.3-1+b1", "zlib", "1:1.3-1"),
+            pkg("bash", "5.2-1", "bash", "5.2-1"),
+        ]);
+        let index = ReleaseIndex::default();
+        let changes = changes(Some(&old), &new, &index, None, &BTreeMap::new());
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let c = &changes[0];
+        assert_eq!(c.kind, ChangeKind::BinaryRebuild);
+        assert_eq!(
+            (c.old.as_deref(), c.new.as_deref()),
+            (Some("1:1.3-1"), Some("1:1.3-1"))
+        );
+        assert_eq!(
+            c.binaries,
+            [BinaryChange {
+                name: "zlib1g".into(),
+                arch: "amd64".into(),
+                old: Some("1:1.3-1".into()),
+                new: Some("1:1.3-1+b1".into()),
+            }]
+        );
+        // Nothing installed changed: no change at all.
+        assert!(super::changes(Some(&new), &new, &index, None, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_changelog_entry_uploaded_to_security_makes_it_a_security_update() {
+        let old = lock(vec![pkg("libssl3t64", "3.5.1-1", "openssl", "3.5.1-1")]);
+        let new = lock(vec![pkg(
+            "libssl3t64",
+            "3.5.9-1~deb13u1",
+            "openssl",
+            "3.5.9-1~deb13u1",
+        )]);
+        let text = "openssl (3.5.9-1~deb13u1) trixie; urgency=medium\n\n  * Import.\n\n -- A <a@b.c>  Sat, 01 Nov 2025 10:00:00 +0100\n\nopenssl (3.5.7-1~deb13u3) trixie-security; urgency=high\n\n  * CVE-2025-0001\n\n -- A <a@b.c>  Sat, 01 Oct 2025 10:00:00 +0100\n\nopenssl (3.5.1-1) unstable; urgency=medium\n\n  * CVE-2024-0001\n\n -- A <a@b.c>  Sat, 01 Jul 2025 10:00:00 +0100\n";
+        let logs = BTreeMap::from([(
+            "openssl".to_string(),
+            Changelog::Entries(crate::debian::changelog::parse(text)),
+        )]);
+        let index = ReleaseIndex::default();
+        let c = &changes(Some(&old), &new, &index, None, &logs)[0];
+        assert_eq!(c.kind, ChangeKind::Security);
+        let ids: Vec<&str> = c.cves.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["CVE-2025-0001"],
+            "only the range (3.5.1-1, 3.5.9-1~deb13u1]"
+        );
+        assert_eq!(c.cves[0].learnt_from, ["changelog"]);
+        assert_eq!(c.cves[0].fixed_in.as_deref(), Some("3.5.7-1~deb13u3"));
+        assert_eq!(c.changelog.as_ref().unwrap().len(), 2);
+        // Without the changelog (none read), the index alone decides: not security here.
+        let c = &changes(Some(&old), &new, &index, None, &BTreeMap::new())[0];
+        assert_eq!(c.kind, ChangeKind::Update);
+        let missing = BTreeMap::from([("openssl".to_string(), Changelog::Missing)]);
+        assert!(changes(Some(&old), &new, &index, None, &missing)[0].changelog_missing);
+    }
+}
