@@ -26,6 +26,7 @@ pub mod redact;
 pub mod render;
 pub mod repo;
 pub mod rollout;
+pub mod sbom;
 pub mod security;
 pub mod server;
 pub mod state;

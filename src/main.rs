@@ -35,6 +35,14 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum SbomFormatArg {
+    /// SPDX 2.3 JSON.
+    Spdx,
+    /// CycloneDX 1.6 JSON.
+    Cyclonedx,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Render images/<name>/Dockerfile from the templates, policies and locks (no network).
@@ -115,6 +123,13 @@ enum Command {
     },
     /// Validate rebake.yaml, policies and templates (exit 1 on any error).
     Check,
+    /// Print an image's bill of materials from its lock (every installed package with its purl).
+    Sbom {
+        /// The image (its policy's name).
+        image: String,
+        #[arg(long, value_enum, default_value = "spdx")]
+        format: SbomFormatArg,
+    },
     /// Report installed packages that have a newer version in the verified Debian archive.
     Scan {
         /// Images to scan (default: every policy's image).
@@ -178,6 +193,16 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check => app::check(&ctx),
+        Command::Sbom { image, format } => app::sbom(
+            &ctx,
+            app::SbomRequest {
+                image,
+                format: match format {
+                    SbomFormatArg::Spdx => app::SbomFormat::Spdx,
+                    SbomFormatArg::Cyclonedx => app::SbomFormat::CycloneDx,
+                },
+            },
+        ),
         Command::Propose {
             images,
             sources,

@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod propose;
 pub mod render;
 pub mod run;
+pub mod sbom;
 pub mod scan;
 pub mod serve;
 
@@ -32,6 +33,7 @@ use propose::propose_on;
 pub use propose::{propose, propose_async, ProposeRequest};
 pub use render::{render, RenderRequest};
 pub use run::{embedded_default_repo, run_once, RunRequest, EMBEDDED_DEFAULT};
+pub use sbom::{sbom, SbomFormat, SbomRequest};
 pub use scan::{inventories_from_repo, scan, ScanRequest, EXIT_UPDATES_FOUND};
 pub use serve::{scan_schedules, scan_schedules_at_default_branch, serve, ServiceJobs};
 

@@ -16,6 +16,7 @@ mod push_transports;
 mod registry_auth;
 mod render;
 mod run_once;
+mod sbom;
 mod scan;
 mod serve_e2e;
 mod server;
