@@ -140,6 +140,10 @@ enum Command {
         /// Scan one dpkg status file instead of the repository's image locks.
         #[arg(long, requires = "suite")]
         dpkg_status: Option<PathBuf>,
+        /// Scan every container the engine runs (any image; read through the engine's API,
+        /// nothing executed in them) instead of the repository's image locks.
+        #[arg(long, conflicts_with_all = ["dpkg_status", "images"])]
+        running: bool,
         /// Debian release of the --dpkg-status inventory (e.g. trixie).
         #[arg(long)]
         suite: Option<String>,
@@ -262,6 +266,7 @@ fn main() -> ExitCode {
             images,
             sources,
             dpkg_status,
+            running,
             suite,
             arch,
             security_tracker,
@@ -274,6 +279,7 @@ fn main() -> ExitCode {
                 images,
                 sources,
                 dpkg_status,
+                running,
                 suite,
                 arch,
                 security_tracker,

@@ -289,20 +289,7 @@ pub async fn read_files(
         )
         .await
         .with_context(|| format!("cannot create a container of {image_id}"))?;
-    let mut out = BTreeMap::new();
-    let mut result = Ok(());
-    for path in paths {
-        match read_regular_file(docker, &created.id, path).await {
-            Ok(Some(bytes)) => {
-                out.insert(path.clone(), bytes);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = read_container_files(docker, &created.id, paths).await;
     let removed = docker
         .remove_container(
             &created.id,
@@ -313,8 +300,65 @@ pub async fn read_files(
             }),
         )
         .await;
-    result?;
+    let out = result?;
     removed.with_context(|| format!("cannot remove container {}", created.id))?;
+    Ok(out)
+}
+
+/// Regular files of a container (running or not), read through the engine's archive API — no
+/// process runs in it: path → bytes, for the paths that exist as regular files.
+pub async fn read_container_files(
+    docker: &Docker,
+    container: &str,
+    paths: &[String],
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for path in paths {
+        if let Some(bytes) = read_regular_file(docker, container, path).await? {
+            out.insert(path.clone(), bytes);
+        }
+    }
+    Ok(out)
+}
+
+/// The regular files directly in directory `dir` of a container (name → bytes); empty when
+/// it does not exist.
+pub async fn read_container_dir(
+    docker: &Docker,
+    container: &str,
+    dir: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut stream = docker.download_from_container(
+        container,
+        Some(DownloadFromContainerOptions {
+            path: dir.to_string(),
+        }),
+    );
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => bytes.extend_from_slice(&c),
+            Err(e) if crate::engine::is_not_found(&e) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(anyhow!("cannot read {dir}: {e}")),
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_path_buf();
+        // `status.d/<file>`: one level below the directory itself.
+        if !entry.header().entry_type().is_file() || path.components().count() != 2 {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        out.insert(name, data);
+    }
     Ok(out)
 }
 

@@ -20,7 +20,7 @@ use crate::state::sha256_hex;
 pub use base::{build_base, BaseImage, BASE_PATH, BASE_REPO};
 pub use image::{
     build_image, build_image_with, candidate_tag, context_tar, inventory, read_changelogs,
-    read_files,
+    read_container_dir, read_container_files, read_files,
 };
 
 fn last_lines(text: &str, n: usize) -> String {

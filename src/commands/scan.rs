@@ -10,6 +10,8 @@ pub struct ScanRequest {
     pub images: Vec<String>,
     pub sources: Option<PathBuf>,
     pub dpkg_status: Option<PathBuf>,
+    /// Scan the containers the engine runs instead of the repository's locks.
+    pub running: bool,
     pub suite: Option<String>,
     pub arch: String,
     pub security_tracker: Option<String>,
@@ -54,6 +56,102 @@ pub fn inventories_from_repo(repo: &Path, images: &[String]) -> Result<Vec<Inven
     Ok(out)
 }
 
+/// The containers the engine runs, any image, each as an inventory: its dpkg status
+/// (`/var/lib/dpkg/status`, and distroless-style `/var/lib/dpkg/status.d/*`) and Debian release
+/// (`/etc/os-release`), read through the engine's archive API — nothing runs in the container.
+/// The name says the container, its image and the policy it belongs to (its `dev.rebake.image`
+/// or `dev.rebake.policy` label), if any.
+pub async fn running_inventories(engine_host: &str) -> Result<Vec<Inventory>> {
+    use bollard::query_parameters::ListContainersOptions;
+    let docker = crate::engine::connect(engine_host).await?;
+    let mut containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: false,
+            ..Default::default()
+        }))
+        .await
+        .context("cannot list the engine's containers")?;
+    let name_of = |c: &bollard::models::ContainerSummary| {
+        c.names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| c.id.clone().unwrap_or_default())
+    };
+    containers.sort_by_key(|c| name_of(c));
+    let mut out = Vec::new();
+    for c in &containers {
+        let id = c.id.clone().unwrap_or_default();
+        let labels = c.labels.clone().unwrap_or_default();
+        let policy = labels
+            .get(crate::deploy::IMAGE_LABEL)
+            .or_else(|| labels.get("dev.rebake.policy"));
+        let name = format!(
+            "{} [image {}, {}]",
+            name_of(c),
+            c.image.as_deref().unwrap_or("?"),
+            match policy {
+                Some(p) => format!("policy {p}"),
+                None => "no policy".to_string(),
+            }
+        );
+        const STATUS: &str = "/var/lib/dpkg/status";
+        const OS_RELEASE: &str = "/etc/os-release";
+        let files = crate::build::read_container_files(
+            &docker,
+            &id,
+            &[STATUS.to_string(), OS_RELEASE.to_string()],
+        )
+        .await?;
+        let mut text = files
+            .get(STATUS)
+            .map(|b| String::from_utf8_lossy(b).to_string())
+            .unwrap_or_default();
+        for (_, part) in
+            crate::build::read_container_dir(&docker, &id, "/var/lib/dpkg/status.d").await?
+        {
+            text.push_str("\n\n");
+            text.push_str(&String::from_utf8_lossy(&part));
+        }
+        let release = files.get(OS_RELEASE).and_then(|b| {
+            String::from_utf8_lossy(b).lines().find_map(|l| {
+                l.strip_prefix("VERSION_CODENAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        });
+        let packages = status::parse(&text)
+            .map_err(|e| anyhow!("container {name}: {STATUS}:{}: {}", e.line, e.message))?;
+        // The architecture most of its packages are built for (`all` aside).
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for p in packages.iter().filter(|p| p.arch != "all") {
+            *counts.entry(p.arch.as_str()).or_default() += 1;
+        }
+        let arch = counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_else(|| "amd64".to_string());
+        let note = if packages.is_empty() {
+            Some("no dpkg status: not a Debian-based container".to_string())
+        } else if release.as_deref().is_none_or(str::is_empty) {
+            Some(format!(
+                "{OS_RELEASE} names no VERSION_CODENAME: the Debian release is unknown"
+            ))
+        } else {
+            None
+        };
+        out.push(Inventory {
+            name,
+            release: release.unwrap_or_default(),
+            arch,
+            packages,
+            include_non_security: true,
+            note,
+        });
+    }
+    Ok(out)
+}
+
 /// `rebake scan`.
 pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
     let config = ctx.load_config()?;
@@ -76,6 +174,7 @@ pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
                 note: None,
             }]
         }
+        None if req.running => runtime()?.block_on(running_inventories(&config.engine.host))?,
         None => inventories_from_repo(&ctx.repo, &req.images)?,
     };
     let state_dir = ctx.state_dir(&config);

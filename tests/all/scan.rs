@@ -948,3 +948,148 @@ fn the_default_tracker_is_read_cached_and_optional() {
     );
     server.join().unwrap();
 }
+
+/// `rebake scan --running`: every container the engine runs, whatever its image, read through
+/// the engine's API (nothing executed in it): a container with a dpkg status, one with
+/// distroless-style `status.d/` files, and one with no Debian inside. What it finds for each is
+/// what apt finds upgradable from the same status and archive.
+#[test]
+fn running_containers_are_scanned_and_agree_with_apt() {
+    use crate::support::engine::{docker, runtime};
+    let s = Scenario::typical();
+    let docker_api = docker();
+    let image = runtime().block_on(crate::support::tiny_image::tiny_image(
+        &docker_api,
+        "scan-running",
+        &["sleep", "600"],
+        None,
+    ));
+    let cli = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker CLI");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let names = [
+        "rebake-scan-running-dpkg",
+        "rebake-scan-running-distroless",
+        "rebake-scan-running-other",
+    ];
+    for n in names {
+        let _ = Command::new("docker").args(["rm", "-f", n]).output();
+        cli(&["run", "-d", "--name", n, &image]);
+    }
+    let status = typical_status();
+    let files = tempfile::tempdir().unwrap();
+    let tree = |dir: &str| {
+        let root = files.path().join(dir);
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/os-release"),
+            "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_CODENAME=trixie\nID=debian\n",
+        )
+        .unwrap();
+        root
+    };
+    let plain = tree("dpkg");
+    std::fs::create_dir_all(plain.join("var/lib/dpkg")).unwrap();
+    std::fs::write(plain.join("var/lib/dpkg/status"), &status).unwrap();
+    cli(&[
+        "cp",
+        &format!("{}/.", plain.display()),
+        &format!("{}:/", names[0]),
+    ]);
+    let distroless = tree("distroless");
+    std::fs::create_dir_all(distroless.join("var/lib/dpkg/status.d")).unwrap();
+    for (i, stanza) in status
+        .split("\n\n")
+        .filter(|t| !t.trim().is_empty())
+        .enumerate()
+    {
+        std::fs::write(
+            distroless.join(format!("var/lib/dpkg/status.d/pkg{i}")),
+            format!("{stanza}\n"),
+        )
+        .unwrap();
+    }
+    cli(&[
+        "cp",
+        &format!("{}/.", distroless.display()),
+        &format!("{}:/", names[1]),
+    ]);
+
+    let args: Vec<String> = [
+        "scan",
+        "--running",
+        "--sources",
+        &s.sources.display().to_string(),
+        "--format",
+        "json",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let out = rebake(s.state.path(), &args);
+    for n in names {
+        let _ = Command::new("docker").args(["rm", "-f", n]).output();
+    }
+    assert_success(&out);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_matches_schema(&r);
+    let scanned = |container: &str| -> Value {
+        r["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| {
+                i["image"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{container} [image "))
+            })
+            .unwrap_or_else(|| panic!("{container} not scanned: {r:#}"))
+            .clone()
+    };
+    let apt = AptSandbox::new(&s.sources, &status);
+    let installed = rebake::debian::status::parse(&status).unwrap();
+    let mut upgradable: Vec<String> = installed
+        .iter()
+        .filter(|p| apt.installed(&p.name).is_some())
+        .filter(|p| apt.candidate(&p.name).is_some_and(|c| c != p.version))
+        .map(|p| p.name.clone())
+        .collect();
+    upgradable.sort();
+    assert!(!upgradable.is_empty());
+    for container in &names[..2] {
+        let img = scanned(container);
+        assert!(
+            img["image"].as_str().unwrap().ends_with(", no policy]"),
+            "{img}"
+        );
+        assert_eq!(img["suite"], "trixie");
+        let mut found: Vec<String> = img["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["package"].as_str().unwrap().to_string())
+            .collect();
+        found.sort();
+        assert_eq!(
+            found, upgradable,
+            "{container}: rebake vs apt list --upgradable"
+        );
+    }
+    let other = scanned(names[2]);
+    assert!(
+        other["note"]
+            .as_str()
+            .unwrap()
+            .contains("not a Debian-based container"),
+        "{other}"
+    );
+}
