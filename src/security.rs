@@ -190,22 +190,22 @@ pub fn parse_advisory_list(text: &str) -> Result<Vec<Advisory>> {
     Ok(out)
 }
 
-/// Reads a path or downloads an http(s) URL.
-pub async fn read_location(location: &str) -> Result<Vec<u8>> {
+/// The largest Security Tracker JSON accepted (Debian's is about 80 MB uncompressed).
+pub const TRACKER_JSON_LIMIT: u64 = 256 * crate::download::MIB;
+/// The largest `DSA/list` or `DLA/list` accepted (each is a few MB).
+pub const ADVISORY_LIST_LIMIT: u64 = 32 * crate::download::MIB;
+
+/// Reads a path or downloads an http(s) URL: at most `limit` bytes (`what` names whose limit,
+/// for the error), within the download timeouts ([`crate::download::Timeouts::from_env`]).
+pub async fn read_location(location: &str, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use crate::download::{self, Timeouts};
     if location.starts_with("http://") || location.starts_with("https://") {
-        let resp = reqwest::get(location)
-            .await
-            .with_context(|| format!("cannot fetch {location}"))?;
-        if !resp.status().is_success() {
-            bail!("cannot fetch {location}: HTTP {}", resp.status());
-        }
-        Ok(resp
-            .bytes()
-            .await
-            .with_context(|| format!("cannot fetch {location}"))?
-            .to_vec())
+        let timeouts = Timeouts::from_env()?;
+        let client = timeouts.client().context("cannot create HTTP client")?;
+        download::get(&client, location, limit, what, &timeouts).await
     } else {
-        std::fs::read(location).with_context(|| format!("cannot read {location}"))
+        download::read_file(std::path::Path::new(location), limit, what)
+            .with_context(|| format!("cannot read {location}"))
     }
 }
 

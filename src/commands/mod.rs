@@ -9,7 +9,7 @@ use crate::lock::{self, Lock};
 use crate::output::Progress;
 use crate::pipeline::BuildPlan;
 use crate::plan::{self, Inventory};
-use crate::security::{read_location, Tracker};
+use crate::security::{read_location, Tracker, ADVISORY_LIST_LIMIT, TRACKER_JSON_LIMIT};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::path::{Path, PathBuf};
 
@@ -91,12 +91,20 @@ pub async fn load_tracker(json: Option<&str>, lists: &[String]) -> Result<Option
         return Ok(None);
     }
     let mut tracker = match json {
-        Some(loc) => Tracker::from_json(&read_location(loc).await?)
-            .with_context(|| format!("security tracker {loc}"))?,
+        Some(loc) => Tracker::from_json(
+            &read_location(
+                loc,
+                TRACKER_JSON_LIMIT,
+                "the limit for the Security Tracker JSON",
+            )
+            .await?,
+        )
+        .with_context(|| format!("security tracker {loc}"))?,
         None => Tracker::default(),
     };
     for loc in lists {
-        let bytes = read_location(loc).await?;
+        let bytes =
+            read_location(loc, ADVISORY_LIST_LIMIT, "the limit for an advisory list").await?;
         tracker
             .add_advisory_list(&String::from_utf8_lossy(&bytes))
             .with_context(|| format!("advisory list {loc}"))?;

@@ -8,6 +8,7 @@ use super::index::{decode_cache, encode_cache, SuiteIndex, SuiteMeta};
 use super::release::{parse_date, Release};
 use super::sources::SuiteSource;
 use super::{packages, verify};
+use crate::download::{self, Timeouts};
 use crate::output::Progress;
 use crate::state::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The largest InRelease accepted (Debian's main suite's is about 150 KB).
+pub const INRELEASE_LIMIT: u64 = 16 * download::MIB;
 
 /// Counters a caller (or benchmark) can read after fetching.
 #[derive(Debug, Default)]
@@ -42,6 +46,7 @@ struct SuiteState {
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
+    timeouts: Timeouts,
     state_dir: PathBuf,
     pub stats: Arc<FetchStats>,
     progress: Progress,
@@ -60,15 +65,21 @@ enum Body {
 }
 
 impl Fetcher {
+    /// A fetcher with the default timeouts and the environment's overrides
+    /// ([`Timeouts::from_env`]).
     pub fn new(state_dir: &Path, progress: Progress) -> Result<Fetcher> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("rebake/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(20))
-            .timeout(Duration::from_secs(600))
-            .build()
-            .context("cannot create HTTP client")?;
+        Fetcher::with_timeouts(state_dir, progress, Timeouts::from_env()?)
+    }
+
+    pub fn with_timeouts(
+        state_dir: &Path,
+        progress: Progress,
+        timeouts: Timeouts,
+    ) -> Result<Fetcher> {
+        let client = timeouts.client().context("cannot create HTTP client")?;
         Ok(Fetcher {
             client,
+            timeouts,
             state_dir: state_dir.to_path_buf(),
             stats: Arc::default(),
             progress,
@@ -84,11 +95,20 @@ impl Fetcher {
         self.state_dir.join("indices").join(format!("{sha256}.tsv"))
     }
 
-    /// GET with optional conditional headers. `file:` URLs read the disk.
-    async fn get(&self, url: &str, cond: Option<&SuiteState>) -> Result<Body> {
+    /// GET with optional conditional headers, the body read up to `limit` bytes (`what` names
+    /// whose limit) within the timeouts, the overall one sized to `limit`. `file:` URLs read
+    /// the disk. Connection failures and 5xx answers are tried up to three times; a timeout
+    /// or an oversized body is not (a stalled mirror would only hold the job longer).
+    async fn get(
+        &self,
+        url: &str,
+        cond: Option<&SuiteState>,
+        limit: u64,
+        what: &str,
+    ) -> Result<Body> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(path) = url.strip_prefix("file://") {
-            return match std::fs::read(path) {
+            return match download::read_file(Path::new(path), limit, what) {
                 Ok(bytes) => Ok(Body::Found {
                     bytes,
                     etag: None,
@@ -98,6 +118,8 @@ impl Fetcher {
                 Err(e) => Err(anyhow!("cannot read {path}: {e}")),
             };
         }
+        let t = &self.timeouts;
+        let overall = t.sized(limit);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -110,13 +132,14 @@ impl Fetcher {
                     req = req.header(reqwest::header::IF_MODIFIED_SINCE, m);
                 }
             }
-            let resp = match req.send().await {
+            let deadline = tokio::time::Instant::now() + overall;
+            let resp = match download::send(req, url, t, deadline, overall).await {
                 Ok(r) => r,
-                Err(e) if attempt < 3 && (e.is_connect() || e.is_timeout()) => {
+                Err(e) if attempt < 3 && e.is_connect() => {
                     tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(anyhow!("cannot fetch {url}: {e}")),
+                Err(e) => return Err(e.into()),
             };
             let status = resp.status();
             if status.is_server_error() && attempt < 3 {
@@ -141,11 +164,7 @@ impl Fetcher {
             };
             let etag = header(reqwest::header::ETAG);
             let last_modified = header(reqwest::header::LAST_MODIFIED);
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| anyhow!("cannot fetch {url}: {e}"))?
-                .to_vec();
+            let bytes = download::read_body(resp, url, limit, what, t, deadline, overall).await?;
             self.stats
                 .bytes_downloaded
                 .fetch_add(bytes.len(), Ordering::Relaxed);
@@ -170,7 +189,12 @@ impl Fetcher {
             .unwrap_or_default();
         let have_cached = cached_inrelease.exists();
         let (raw, etag, last_modified) = match self
-            .get(&inrelease_url, have_cached.then_some(&state))
+            .get(
+                &inrelease_url,
+                have_cached.then_some(&state),
+                INRELEASE_LIMIT,
+                "the limit for an InRelease file",
+            )
             .await?
         {
             Body::NotModified => (
@@ -215,9 +239,7 @@ impl Fetcher {
             let part = self
                 .fetch_packages(&base, &release, component, arch)
                 .await
-                .with_context(|| {
-                    format!("{}dists/{}: {component}/binary-{arch}", src.uri, src.suite)
-                })?;
+                .with_context(|| format!("{base}: {component}/binary-{arch}"))?;
             packages.extend(part);
         }
         // Only now, with everything verified, remember what was seen.
@@ -260,14 +282,18 @@ impl Fetcher {
             expected.sha256
         );
         let plain = format!("{base}{path}");
+        // Never more than the verified Release says the file holds.
+        let what = format!(
+            "the size the verified Release states for {path}: the file does not match the verified Release"
+        );
         let mut body = Body::Missing;
         let mut url = plain.clone();
         if release.acquire_by_hash {
-            body = self.get(&by_hash, None).await?;
+            body = self.get(&by_hash, None, expected.size, &what).await?;
             url = by_hash;
         }
         if matches!(body, Body::Missing) {
-            body = self.get(&plain, None).await?;
+            body = self.get(&plain, None, expected.size, &what).await?;
             url = plain;
         }
         let Body::Found { bytes, .. } = body else {
