@@ -114,6 +114,7 @@ async fn start(state_dir: &Path, secret_env: &str, jobs: Arc<FakeJobs>) -> Runni
         state_dir: state_dir.to_path_buf(),
         schedules: Vec::new(),
         deploys_from: None,
+        limits: Default::default(),
     };
     let task = tokio::spawn(serve(listener, config, jobs, async move {
         let _ = stopped.await;
@@ -752,6 +753,7 @@ fn scheduler_fixture() -> (tempfile::TempDir, Arc<FakeJobs>, Service, FakeClock)
         state_dir: dir.path().to_path_buf(),
         schedules: Vec::new(),
         deploys_from: None,
+        limits: Default::default(),
     };
     let service = Service::start(&config, jobs.clone()).unwrap();
     let clock = FakeClock {
