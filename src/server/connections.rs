@@ -292,5 +292,7 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
             return Err(std::io::Error::last_os_error());
         }
     }
+    // rlim_t is u64 on Linux, narrower on some other systems.
+    #[allow(clippy::unnecessary_cast)]
     Ok((old as u64, limit.rlim_cur as u64))
 }
