@@ -316,7 +316,12 @@ impl Fetcher {
                 expected.sha256
             );
         }
-        let text = tokio::task::spawn_blocking(move || decompress(name, &bytes))
+        // Uncompressed, no larger than the Release lists the plain file, else than the limit.
+        let limit = release
+            .sha256
+            .get(&format!("{}/Packages", index_dir(component, arch)))
+            .map_or(PACKAGES_UNCOMPRESSED_LIMIT, |plain| plain.size);
+        let text = tokio::task::spawn_blocking(move || decompress(name, &bytes, limit))
             .await?
             .with_context(|| url.clone())?;
         Ok((expected.sha256, text))
@@ -375,19 +380,29 @@ fn choose_index(
         .ok_or_else(|| anyhow!("the verified Release lists no Packages index for {dir}"))
 }
 
-/// Uncompresses an index by its file name.
-pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() * 6);
-    if name.ends_with(".xz") {
+/// The largest uncompressed Packages file accepted when the Release does not list its size
+/// (Debian's largest, main/binary-amd64 of a release, is about 60 MB).
+pub const PACKAGES_UNCOMPRESSED_LIMIT: u64 = 1024 * download::MIB;
+
+/// Uncompresses an index by its file name, refusing more than `limit` bytes of output.
+pub fn decompress(name: &str, bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity((bytes.len() * 6).min(limit as usize));
+    let read = if name.ends_with(".xz") {
         liblzma::read::XzDecoder::new(bytes)
+            .take(limit + 1)
             .read_to_end(&mut out)
-            .context("xz data is corrupt")?;
+            .context("xz data is corrupt")?
     } else if name.ends_with(".gz") {
         flate2::read::GzDecoder::new(bytes)
+            .take(limit + 1)
             .read_to_end(&mut out)
-            .context("gzip data is corrupt")?;
+            .context("gzip data is corrupt")?
     } else {
         out.extend_from_slice(bytes);
+        bytes.len()
+    };
+    if read as u64 > limit {
+        bail!("uncompressed, {name} holds more than {limit} bytes; refusing it");
     }
     Ok(out)
 }
@@ -416,4 +431,27 @@ pub async fn fetch_release(
         arch,
         results.into_iter().flatten().collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn decompression_stops_at_the_limit() {
+        let zeros = vec![0u8; 4 << 20];
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&zeros).unwrap();
+        let xz = xz.finish().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&zeros).unwrap();
+        let gz = gz.finish().unwrap();
+        for (name, data) in [("Packages.xz", &xz), ("Packages.gz", &gz)] {
+            assert_eq!(decompress(name, data, 4 << 20).unwrap().len(), 4 << 20);
+            let err = decompress(name, data, 1 << 20).unwrap_err().to_string();
+            assert!(err.contains("more than 1048576 bytes"), "{err}");
+            assert!(err.contains(name), "{err}");
+        }
+    }
 }
