@@ -296,3 +296,75 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     #[allow(clippy::unnecessary_cast)]
     Ok((old as u64, limit.rlim_cur as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what is logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_cap_is_logged_at_once_then_at_most_every_ten_seconds() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let lines = || {
+            String::from_utf8(captured.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let mut log = CapLog {
+                max: 512,
+                last: None,
+                closed: 0,
+                refused: 0,
+                accept_errors: 0,
+                last_error: String::new(),
+            };
+            log.flush_if_due();
+            assert!(lines().is_empty(), "nothing happened: nothing logged");
+            log.closed += 1;
+            log.flush_if_due();
+            assert_eq!(lines().len(), 1, "{:?}", lines());
+            assert!(
+                lines()[0].contains("connection limit (512) reached: closed 1 idle connection(s)"),
+                "{:?}",
+                lines()
+            );
+            // Within the next 10 s: counted, not logged.
+            for _ in 0..1000 {
+                log.closed += 1;
+                log.refused += 1;
+                log.flush_if_due();
+            }
+            assert_eq!(lines().len(), 1, "{:?}", lines());
+            // Once 10 s have passed, one line says how many.
+            log.last = Some(Instant::now() - WARN_EVERY);
+            log.flush_if_due();
+            assert_eq!(lines().len(), 2, "{:?}", lines());
+            assert!(
+                lines()[1].contains("closed 1000 idle connection(s) to make room and refused 1000"),
+                "{:?}",
+                lines()
+            );
+        });
+    }
+}
