@@ -96,7 +96,8 @@ impl Fetcher {
     }
 
     /// GET with optional conditional headers, the body read up to `limit` bytes (`what` names
-    /// whose limit) within the timeouts, the overall one sized to `limit`. `file:` URLs read
+    /// whose limit) within the timeouts, the overall one sized to the size the answer
+    /// announces, else to `limit`. `file:` URLs read
     /// the disk. Connection failures and 5xx answers are tried up to three times; a timeout
     /// or an oversized body is not (a stalled mirror would only hold the job longer).
     async fn get(
@@ -132,7 +133,8 @@ impl Fetcher {
                     req = req.header(reqwest::header::IF_MODIFIED_SINCE, m);
                 }
             }
-            let deadline = tokio::time::Instant::now() + overall;
+            let started = tokio::time::Instant::now();
+            let deadline = started + overall;
             let resp = match download::send(req, url, t, deadline, overall).await {
                 Ok(r) => r,
                 Err(e) if attempt < 3 && e.is_connect() => {
@@ -164,6 +166,11 @@ impl Fetcher {
             };
             let etag = header(reqwest::header::ETAG);
             let last_modified = header(reqwest::header::LAST_MODIFIED);
+            // A smaller size announced: the overall bound is sized to it.
+            let (deadline, overall) = match resp.content_length() {
+                Some(size) if size < limit => (started + t.sized(size), t.sized(size)),
+                _ => (deadline, overall),
+            };
             let bytes = download::read_body(resp, url, limit, what, t, deadline, overall).await?;
             self.stats
                 .bytes_downloaded
