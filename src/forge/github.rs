@@ -557,6 +557,22 @@ fn encode(s: &str, query: bool) -> String {
     out
 }
 
+/// An error and its causes, `: `-separated (octocrab's message leaves out the cause, like a
+/// read timeout).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,20 +598,4 @@ mod tests {
         );
         assert!(!a.contains("BEGIN"), "{a}");
     }
-}
-
-/// An error and its causes, `: `-separated (octocrab's message leaves out the cause, like a
-/// read timeout).
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
