@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod debian;
 pub mod deploy;
+pub mod download;
 pub mod engine;
 pub mod forge;
 pub mod forge_text;

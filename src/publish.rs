@@ -28,8 +28,21 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json";
 
-/// Time for one request to the registry's HTTP API.
+/// Time for one request to the registry's HTTP API (and its token service), answer included.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time to connect to the registry or its token service.
+const REGISTRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer of a token service accepted (a token is a few KB).
+pub const TOKEN_ANSWER_LIMIT: u64 = crate::download::MIB;
+
+fn registry_timeouts() -> crate::download::Timeouts {
+    crate::download::Timeouts {
+        connect: REGISTRY_CONNECT_TIMEOUT,
+        read: REGISTRY_TIMEOUT,
+        overall: REGISTRY_TIMEOUT,
+        per_mib: Duration::ZERO,
+    }
+}
 
 /// A registry login: user name from rebake.yaml, secret from the environment variable it names.
 /// `Debug` never shows the secret.
@@ -276,6 +289,8 @@ async fn authorization(
     if let Some(service) = params.get("service") {
         query.push(("service", service.clone()));
     }
+    let timeouts = registry_timeouts();
+    let deadline = tokio::time::Instant::now() + timeouts.overall;
     let response = client
         .get(realm)
         .header(reqwest::header::AUTHORIZATION, basic)
@@ -301,10 +316,17 @@ async fn authorization(
         token: Option<String>,
         access_token: Option<String>,
     }
-    let bytes = response
-        .bytes()
-        .await
-        .with_context(|| format!("reading the answer of the token service {realm}"))?;
+    let bytes = crate::download::read_body(
+        response,
+        realm,
+        TOKEN_ANSWER_LIMIT,
+        "the limit for a token service's answer",
+        &timeouts,
+        deadline,
+        timeouts.overall,
+    )
+    .await
+    .with_context(|| format!("reading the answer of the token service {realm}"))?;
     let body: TokenResponse = serde_json::from_slice(&bytes)
         .with_context(|| format!("the token service {realm} answered no token"))?;
     let token = body
@@ -354,6 +376,8 @@ fn base_url(registry: &RegistryConfig) -> String {
 
 fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
+        .connect_timeout(REGISTRY_CONNECT_TIMEOUT)
+        .read_timeout(REGISTRY_TIMEOUT)
         .timeout(REGISTRY_TIMEOUT)
         .build()
         .context("cannot make an HTTP client")

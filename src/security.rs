@@ -199,34 +199,31 @@ pub fn parse_advisory_list(text: &str) -> Result<Vec<Advisory>> {
     Ok(out)
 }
 
-/// Reads a path or downloads an http(s) URL.
-pub async fn read_location(location: &str) -> Result<Vec<u8>> {
+/// The largest Security Tracker JSON accepted (Debian's is about 80 MB uncompressed).
+pub const TRACKER_JSON_LIMIT: u64 = 256 * crate::download::MIB;
+/// The largest `DSA/list` or `DLA/list` accepted (each is a few MB).
+pub const ADVISORY_LIST_LIMIT: u64 = 32 * crate::download::MIB;
+
+/// Reads a path or downloads an http(s) URL: at most `limit` bytes (`what` names whose limit,
+/// for the error), within the download timeouts ([`crate::download::Timeouts::from_env`]).
+pub async fn read_location(location: &str, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use crate::download::{self, Timeouts};
     if location.starts_with("http://") || location.starts_with("https://") {
-        let resp = reqwest::get(location)
-            .await
-            .with_context(|| format!("cannot fetch {location}"))?;
-        if !resp.status().is_success() {
-            bail!("cannot fetch {location}: HTTP {}", resp.status());
-        }
-        Ok(resp
-            .bytes()
-            .await
-            .with_context(|| format!("cannot fetch {location}"))?
-            .to_vec())
+        let timeouts = Timeouts::from_env()?;
+        let client = timeouts.client().context("cannot create HTTP client")?;
+        download::get(&client, location, limit, what, &timeouts).await
     } else {
-        std::fs::read(location).with_context(|| format!("cannot read {location}"))
+        download::read_file(std::path::Path::new(location), limit, what)
+            .with_context(|| format!("cannot read {location}"))
     }
 }
 
 /// Where Debian publishes the Security Tracker's data: rebake's default tracker.
 pub const DEFAULT_TRACKER_URL: &str = "https://security-tracker.debian.org/tracker/data/json";
 
-/// The largest tracker JSON rebake reads (it is about 70 MB today).
-pub const MAX_TRACKER_BYTES: u64 = 256 << 20;
-
 /// The tracker's JSON from `url`, through a cache in `cache_dir`: a conditional GET (its
 /// `ETag`/`Last-Modified`) answered 304 reads the cached copy. Bounded: a connect timeout, an
-/// overall timeout and [`MAX_TRACKER_BYTES`]. When the download fails and a cached copy exists,
+/// overall timeout and [`TRACKER_JSON_LIMIT`]. When the download fails and a cached copy exists,
 /// that copy is used and the failure returned beside it.
 pub async fn fetch_tracker_json(
     url: &str,
@@ -267,10 +264,13 @@ pub async fn fetch_tracker_json(
         if !resp.status().is_success() {
             bail!("cannot fetch {url}: HTTP {}", resp.status());
         }
-        if resp.content_length().is_some_and(|n| n > MAX_TRACKER_BYTES) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > TRACKER_JSON_LIMIT)
+        {
             bail!(
                 "{url} is larger than rebake reads ({} MiB)",
-                MAX_TRACKER_BYTES >> 20
+                TRACKER_JSON_LIMIT >> 20
             );
         }
         let mut meta = String::new();
@@ -286,10 +286,10 @@ pub async fn fetch_tracker_json(
             .with_context(|| format!("cannot fetch {url}"))?
         {
             body.extend_from_slice(&chunk);
-            if body.len() as u64 > MAX_TRACKER_BYTES {
+            if body.len() as u64 > TRACKER_JSON_LIMIT {
                 bail!(
                     "{url} is larger than rebake reads ({} MiB)",
-                    MAX_TRACKER_BYTES >> 20
+                    TRACKER_JSON_LIMIT >> 20
                 );
             }
         }

@@ -9,7 +9,7 @@ use crate::lock::{self, Lock};
 use crate::output::Progress;
 use crate::pipeline::BuildPlan;
 use crate::plan::{self, Inventory};
-use crate::security::{read_location, Tracker};
+use crate::security::{read_location, Tracker, ADVISORY_LIST_LIMIT, TRACKER_JSON_LIMIT};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::path::{Path, PathBuf};
 
@@ -126,7 +126,13 @@ pub async fn tracker_from(
             let got = if loc.starts_with("http://") || loc.starts_with("https://") {
                 crate::security::fetch_tracker_json(&loc, &state_dir.join("tracker")).await
             } else {
-                read_location(&loc).await.map(|b| (b, None))
+                read_location(
+                    &loc,
+                    TRACKER_JSON_LIMIT,
+                    "the limit for the Security Tracker JSON",
+                )
+                .await
+                .map(|b| (b, None))
             };
             match got {
                 Ok((bytes, stale)) => {
@@ -156,7 +162,8 @@ pub async fn tracker_from(
         None => Tracker::default(),
     };
     for loc in &lists {
-        let bytes = read_location(loc).await?;
+        let bytes =
+            read_location(loc, ADVISORY_LIST_LIMIT, "the limit for an advisory list").await?;
         tracker
             .add_advisory_list(&String::from_utf8_lossy(&bytes))
             .with_context(|| format!("advisory list {loc}"))?;

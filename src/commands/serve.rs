@@ -154,6 +154,13 @@ pub fn scan_schedules(config: &Config, repo: &Path) -> Result<Vec<crate::server:
 pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
     let config = ctx.load_config()?;
     let state_dir = ctx.state_dir(&config);
+    match crate::server::raise_open_files_limit() {
+        Ok((old, new)) if new > old => {
+            tracing::info!("open files limit raised from {old} to {new} (the hard limit)")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -190,6 +197,7 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
                             branch: f.default_branch.clone(),
                         })
                 }),
+                limits: crate::server::ConnectionLimits::default(),
             },
             std::sync::Arc::new(ServiceJobs { ctx: ctx.clone() }),
             shutdown,

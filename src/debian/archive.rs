@@ -8,6 +8,7 @@ use super::index::{decode_cache, encode_cache, SuiteIndex, SuiteMeta};
 use super::release::{parse_date, Release};
 use super::sources::SuiteSource;
 use super::{packages, verify};
+use crate::download::{self, Timeouts};
 use crate::output::Progress;
 use crate::redact::UrlCredentials;
 use crate::state::write_atomic;
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The largest InRelease accepted (Debian's main suite's is about 150 KB).
+pub const INRELEASE_LIMIT: u64 = 16 * download::MIB;
 
 /// Counters a caller (or benchmark) can read after fetching.
 #[derive(Debug, Default)]
@@ -43,6 +47,7 @@ struct SuiteState {
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
+    timeouts: Timeouts,
     state_dir: PathBuf,
     pub stats: Arc<FetchStats>,
     progress: Progress,
@@ -64,15 +69,21 @@ enum Body {
 }
 
 impl Fetcher {
+    /// A fetcher with the default timeouts and the environment's overrides
+    /// ([`Timeouts::from_env`]).
     pub fn new(state_dir: &Path, progress: Progress) -> Result<Fetcher> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("rebake/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(20))
-            .timeout(Duration::from_secs(600))
-            .build()
-            .context("cannot create HTTP client")?;
+        Fetcher::with_timeouts(state_dir, progress, Timeouts::from_env()?)
+    }
+
+    pub fn with_timeouts(
+        state_dir: &Path,
+        progress: Progress,
+        timeouts: Timeouts,
+    ) -> Result<Fetcher> {
+        let client = timeouts.client().context("cannot create HTTP client")?;
         Ok(Fetcher {
             client,
+            timeouts,
             state_dir: state_dir.to_path_buf(),
             stats: Arc::default(),
             progress,
@@ -89,11 +100,21 @@ impl Fetcher {
         self.state_dir.join("indices").join(format!("{sha256}.tsv"))
     }
 
-    /// GET with optional conditional headers. `file:` URLs read the disk.
-    async fn get(&self, url: &str, cond: Option<&SuiteState>) -> Result<Body> {
+    /// GET with optional conditional headers, the body read up to `limit` bytes (`what` names
+    /// whose limit) within the timeouts, the overall one sized to the size the answer
+    /// announces, else to `limit`. `file:` URLs read
+    /// the disk. Connection failures and 5xx answers are tried up to three times; a timeout
+    /// or an oversized body is not (a stalled mirror would only hold the job longer).
+    async fn get(
+        &self,
+        url: &str,
+        cond: Option<&SuiteState>,
+        limit: u64,
+        what: &str,
+    ) -> Result<Body> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(path) = url.strip_prefix("file://") {
-            return match std::fs::read(path) {
+            return match download::read_file(Path::new(path), limit, what) {
                 Ok(bytes) => Ok(Body::Found {
                     bytes,
                     etag: None,
@@ -103,6 +124,8 @@ impl Fetcher {
                 Err(e) => Err(anyhow!("cannot read {path}: {e}")),
             };
         }
+        let t = &self.timeouts;
+        let overall = t.sized(limit);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -125,13 +148,15 @@ impl Fetcher {
                     req = req.header(reqwest::header::IF_MODIFIED_SINCE, m);
                 }
             }
-            let resp = match req.send().await {
+            let started = tokio::time::Instant::now();
+            let deadline = started + overall;
+            let resp = match download::send(req, url, t, deadline, overall).await {
                 Ok(r) => r,
-                Err(e) if attempt < 3 && (e.is_connect() || e.is_timeout()) => {
+                Err(e) if attempt < 3 && e.is_connect() => {
                     tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(anyhow!("cannot fetch {url}: {e}")),
+                Err(e) => return Err(e.into()),
             };
             let status = resp.status();
             if status.is_server_error() && attempt < 3 {
@@ -156,11 +181,12 @@ impl Fetcher {
             };
             let etag = header(reqwest::header::ETAG);
             let last_modified = header(reqwest::header::LAST_MODIFIED);
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| anyhow!("cannot fetch {url}: {e}"))?
-                .to_vec();
+            // A smaller size announced: the overall bound is sized to it.
+            let (deadline, overall) = match resp.content_length() {
+                Some(size) if size < limit => (started + t.sized(size), t.sized(size)),
+                _ => (deadline, overall),
+            };
+            let bytes = download::read_body(resp, url, limit, what, t, deadline, overall).await?;
             self.stats
                 .bytes_downloaded
                 .fetch_add(bytes.len(), Ordering::Relaxed);
@@ -192,7 +218,12 @@ impl Fetcher {
             .unwrap_or_default();
         let have_cached = cached_inrelease.exists();
         let (raw, etag, last_modified) = match self
-            .get(&inrelease_url, have_cached.then_some(&state))
+            .get(
+                &inrelease_url,
+                have_cached.then_some(&state),
+                INRELEASE_LIMIT,
+                "the limit for an InRelease file",
+            )
             .await?
         {
             Body::NotModified => (
@@ -237,9 +268,7 @@ impl Fetcher {
             let part = self
                 .fetch_packages(&base, &release, component, arch)
                 .await
-                .with_context(|| {
-                    format!("{}dists/{}: {component}/binary-{arch}", src.uri, src.suite)
-                })?;
+                .with_context(|| format!("{base}: {component}/binary-{arch}"))?;
             packages.extend(part);
         }
         // Only now, with everything verified, remember what was seen.
@@ -282,14 +311,18 @@ impl Fetcher {
             expected.sha256
         );
         let plain = format!("{base}{path}");
+        // Never more than the verified Release says the file holds.
+        let what = format!(
+            "the size the verified Release states for {path}: the file does not match the verified Release"
+        );
         let mut body = Body::Missing;
         let mut url = plain.clone();
         if release.acquire_by_hash {
-            body = self.get(&by_hash, None).await?;
+            body = self.get(&by_hash, None, expected.size, &what).await?;
             url = by_hash;
         }
         if matches!(body, Body::Missing) {
-            body = self.get(&plain, None).await?;
+            body = self.get(&plain, None, expected.size, &what).await?;
             url = plain;
         }
         let Body::Found { bytes, .. } = body else {
@@ -312,7 +345,12 @@ impl Fetcher {
                 expected.sha256
             );
         }
-        let text = tokio::task::spawn_blocking(move || decompress(name, &bytes))
+        // Uncompressed, no larger than the Release lists the plain file, else than the limit.
+        let limit = release
+            .sha256
+            .get(&format!("{}/Packages", index_dir(component, arch)))
+            .map_or(PACKAGES_UNCOMPRESSED_LIMIT, |plain| plain.size);
+        let text = tokio::task::spawn_blocking(move || decompress(name, &bytes, limit))
             .await?
             .with_context(|| url.clone())?;
         Ok((expected.sha256, text))
@@ -371,19 +409,29 @@ fn choose_index(
         .ok_or_else(|| anyhow!("the verified Release lists no Packages index for {dir}"))
 }
 
-/// Uncompresses an index by its file name.
-pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() * 6);
-    if name.ends_with(".xz") {
+/// The largest uncompressed Packages file accepted when the Release does not list its size
+/// (Debian's largest, main/binary-amd64 of a release, is about 60 MB).
+pub const PACKAGES_UNCOMPRESSED_LIMIT: u64 = 1024 * download::MIB;
+
+/// Uncompresses an index by its file name, refusing more than `limit` bytes of output.
+pub fn decompress(name: &str, bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity((bytes.len() * 6).min(limit as usize));
+    let read = if name.ends_with(".xz") {
         liblzma::read::XzDecoder::new(bytes)
+            .take(limit + 1)
             .read_to_end(&mut out)
-            .context("xz data is corrupt")?;
+            .context("xz data is corrupt")?
     } else if name.ends_with(".gz") {
         flate2::read::GzDecoder::new(bytes)
+            .take(limit + 1)
             .read_to_end(&mut out)
-            .context("gzip data is corrupt")?;
+            .context("gzip data is corrupt")?
     } else {
         out.extend_from_slice(bytes);
+        bytes.len()
+    };
+    if read as u64 > limit {
+        bail!("uncompressed, {name} holds more than {limit} bytes; refusing it");
     }
     Ok(out)
 }
@@ -432,5 +480,28 @@ mod credential_tests {
         let text = format!("{e:#} {e:?}");
         assert!(!text.contains("S3CRET"), "{text}");
         assert!(text.contains("127.0.0.1:9"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn decompression_stops_at_the_limit() {
+        let zeros = vec![0u8; 4 << 20];
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&zeros).unwrap();
+        let xz = xz.finish().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&zeros).unwrap();
+        let gz = gz.finish().unwrap();
+        for (name, data) in [("Packages.xz", &xz), ("Packages.gz", &gz)] {
+            assert_eq!(decompress(name, data, 4 << 20).unwrap().len(), 4 << 20);
+            let err = decompress(name, data, 1 << 20).unwrap_err().to_string();
+            assert!(err.contains("more than 1048576 bytes"), "{err}");
+            assert!(err.contains(name), "{err}");
+        }
     }
 }

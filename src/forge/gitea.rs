@@ -93,7 +93,8 @@ impl Gitea {
         }
         let client = reqwest::Client::builder()
             .user_agent(concat!("rebake/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
+            .connect_timeout(retry.connect_timeout)
+            .read_timeout(retry.read_timeout)
             .timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client for Gitea")?;

@@ -151,7 +151,11 @@ impl GitHub {
             }
         }
         let api_base = api_base.trim_end_matches('/').to_string();
+        // octocrab sets no timeouts of its own: a stalled API would hold the job for ever.
         let builder = Octocrab::builder()
+            .set_connect_timeout(Some(retry.connect_timeout))
+            .set_read_timeout(Some(retry.read_timeout))
+            .set_write_timeout(Some(retry.read_timeout))
             .base_uri(api_base.as_str())
             .with_context(|| format!("invalid GitHub API URL {api_base:?}"))?;
         let (crab, secret) = match auth {
@@ -259,7 +263,7 @@ impl GitHub {
             Err(e) => {
                 return Err(ForgeError::Network {
                     forge: FORGE.into(),
-                    message: self.scrub(format!("{path}: {e}")),
+                    message: self.scrub(format!("{path}: {}", causes(&e))),
                 })
             }
         };
@@ -271,7 +275,7 @@ impl GitHub {
             .await
             .map_err(|e| ForgeError::Network {
                 forge: FORGE.into(),
-                message: self.scrub(format!("{path}: reading the answer: {e}")),
+                message: self.scrub(format!("{path}: reading the answer: {}", causes(&e))),
             })?;
         if !(200..300).contains(&status) {
             return Err(classify(
@@ -551,6 +555,22 @@ fn encode(s: &str, query: bool) -> String {
         }
     }
     out
+}
+
+/// An error and its causes, `: `-separated (octocrab's message leaves out the cause, like a
+/// read timeout).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

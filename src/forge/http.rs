@@ -14,6 +14,10 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// A rate limit that resets later than this is an error, not a wait.
     pub max_wait: Duration,
+    /// Until the connection to the forge is up.
+    pub connect_timeout: Duration,
+    /// The longest wait for the next piece of an answer (a stalled forge).
+    pub read_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -22,6 +26,8 @@ impl Default for RetryPolicy {
             max_attempts: 4,
             base_delay: Duration::from_millis(500),
             max_wait: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
         }
     }
 }

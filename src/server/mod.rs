@@ -25,10 +25,12 @@
 //! reads the forges' webhooks, `queue.rs` holds the job queue, its state files and the worker,
 //! `metrics.rs` the counters behind `/metrics`.
 
+mod connections;
 mod metrics;
 mod queue;
 mod webhook;
 
+pub use connections::{raise_open_files_limit, serve_bounded, ConnectionLimits};
 pub use metrics::Metrics;
 pub use webhook::{sign, verify_signature};
 
@@ -177,6 +179,8 @@ pub struct ServeConfig {
     /// organisation-wide webhook, a merge into a side branch) deploys nothing. `None` accepts
     /// any.
     pub deploys_from: Option<DeploysFrom>,
+    /// Timeouts and the cap on connections.
+    pub limits: ConnectionLimits,
 }
 
 /// Which images a scan covers.
@@ -284,6 +288,7 @@ struct Inner {
     /// branch).
     schedules: watch::Sender<Vec<ScanSchedule>>,
     deploys_from: Option<DeploysFrom>,
+    limits: ConnectionLimits,
     metrics: Metrics,
     deliveries: Mutex<Deliveries>,
     queue: Mutex<Queue>,
@@ -321,6 +326,7 @@ impl Service {
             forge: config.forge,
             schedules: watch::channel(config.schedules.clone()).0,
             deploys_from: config.deploys_from.clone(),
+            limits: config.limits,
             metrics: Metrics::new(),
             deliveries: Mutex::new(Deliveries {
                 path: deliveries_path,
@@ -343,14 +349,21 @@ impl Service {
         Ok(Service { inner })
     }
 
-    /// `/healthz`, `/metrics`, `/webhook/github`, `/webhook/gitea`.
+    /// `/healthz`, `/metrics`, `/webhook/github`, `/webhook/gitea`; a request not answered
+    /// within [`ConnectionLimits::request_timeout`] (its body included) gets 408.
     pub fn router(&self) -> Router {
+        let timeout = self.inner.limits.request_timeout;
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/metrics", get(metrics::handler))
             .route("/webhook/github", post(webhook::github_webhook))
             .route("/webhook/gitea", post(webhook::gitea_webhook))
             .with_state(self.clone())
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    request_timeout(timeout, request, next)
+                },
+            ))
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -434,6 +447,30 @@ impl Service {
     /// The scan schedules the scheduler follows now.
     pub fn schedules(&self) -> Vec<ScanSchedule> {
         self.inner.schedules.borrow().clone()
+    }
+}
+
+/// Answers 408 when `next` takes longer than `timeout` (a body sent too slowly, mostly).
+async fn request_timeout(
+    timeout: std::time::Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let what = format!("{} {}", request.method(), request.uri().path());
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            warn!(
+                "{what}: no answer within the request timeout ({} s): answered 408",
+                timeout.as_secs_f64()
+            );
+            (
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                format!("request not complete within {} s\n", timeout.as_secs_f64()),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -568,8 +605,7 @@ pub async fn serve<J: Jobs>(
     }
     let scheduler = (!config.schedules.is_empty())
         .then(|| tokio::spawn(run_scheduler(service.clone(), SystemClock)));
-    let served = axum::serve(listener, service.router())
-        .with_graceful_shutdown(shutdown)
+    let served = serve_bounded(listener, service.router(), config.limits, shutdown)
         .await
         .context("serving HTTP");
     info!("shutting down: waiting for the running job to finish");

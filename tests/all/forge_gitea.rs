@@ -27,6 +27,7 @@ fn fast_retries() -> RetryPolicy {
         max_attempts: 4,
         base_delay: Duration::from_millis(10),
         max_wait: Duration::from_secs(5),
+        ..RetryPolicy::default()
     }
 }
 

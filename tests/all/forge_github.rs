@@ -40,6 +40,7 @@ fn retry() -> RetryPolicy {
         max_attempts: 4,
         base_delay: Duration::from_millis(20),
         max_wait: Duration::from_secs(10),
+        ..RetryPolicy::default()
     }
 }
 
@@ -465,4 +466,39 @@ async fn fake_records_requests_that_break_the_schema() {
     let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(body["message"], "Requires authentication");
     env.fake.assert_no_violations();
+}
+
+/// A GitHub API that stops in the middle of an answer: the read timeout ends each attempt
+/// (octocrab sets none of its own).
+#[tokio::test]
+async fn stalled_api_is_given_up_after_the_read_timeout() {
+    use crate::support::{Fault, TestServer};
+    let empty = tempfile::tempdir().unwrap();
+    let api = TestServer::start(empty.path());
+    api.fault("/repos/", Fault::StallAfter(10));
+    let gh = GitHub::new(
+        &api.url(),
+        OWNER,
+        REPO,
+        GitHubAuth::Token(TOKEN.into()),
+        RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            read_timeout: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), gh.get(7))
+        .await
+        .expect("the stalled request ends within 20 s")
+        .unwrap_err();
+    eprintln!("given up after {:?}: {err}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(api.count("/repos/acme/images/pulls/7"), 2, "two attempts");
 }

@@ -214,3 +214,51 @@ async fn digest_check_through_a_token_service() {
     assert!(!text.contains("not-the-password"), "{text}");
     server.abort();
 }
+
+/// A token service that answers without end is cut off at the limit, not buffered.
+#[tokio::test]
+async fn endless_token_service_answer_is_refused_at_its_limit() {
+    use crate::support::{Fault, TestServer};
+    set_secrets();
+    let empty = tempfile::tempdir().unwrap();
+    let tokens = TestServer::start(empty.path());
+    tokens.fault("/token", Fault::Endless);
+    let realm = format!("{}/token", tokens.url());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let app =
+        axum::Router::new().route(
+            "/v2/team/web/manifests/{digest}",
+            axum::routing::head(move || {
+                let challenge = format!(r#"Bearer realm="{realm}",service="test-registry""#);
+                async move {
+                    (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response()
+                }
+            }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = RegistryConfig {
+        url: host.clone(),
+        host: host.clone(),
+        namespace: None,
+        insecure: true,
+        username: Some(USER.to_string()),
+        password_env: Some(SECRET_ENV.to_string()),
+    };
+    let started = std::time::Instant::now();
+    let err = registry_has(
+        &config,
+        &format!("{host}/team/web@sha256:{}", "1".repeat(64)),
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{err:#}");
+    eprintln!("refused in {:?}: {text}", started.elapsed());
+    assert!(text.contains(&format!("{}/token", tokens.url())), "{text}");
+    assert!(
+        text.contains("more than 1048576 bytes (the limit for a token service's answer)"),
+        "{text}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    server.abort();
+}

@@ -1,10 +1,11 @@
 //! `rebake scan` as a user runs it: against a real signed archive served on 127.0.0.1,
 //! checking what it prints, its exit code, and what it refuses.
 
-use crate::support::{dpkg_status, AptSandbox, Pkg, StatusEntry, TestArchive, TestServer};
+use crate::support::{dpkg_status, AptSandbox, Fault, Pkg, StatusEntry, TestArchive, TestServer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A served archive with a typical trixie image's packages, an inventory and a state dir.
 struct Scenario {
@@ -96,6 +97,53 @@ impl Scenario {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         rebake(self.state.path(), &args)
+    }
+
+    /// Like [`scan`](Self::scan) with `env` set, but killed after `limit` (a test failure):
+    /// the output and how long it took.
+    fn scan_within(&self, extra: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+        let mut args: Vec<String> = vec![
+            "scan".into(),
+            "--sources".into(),
+            self.sources.display().to_string(),
+            "--dpkg-status".into(),
+            self.status.display().to_string(),
+            "--suite".into(),
+            "trixie".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let repo = self.state.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rebake"))
+            .args(&args)
+            .arg("--repo")
+            .arg(&repo)
+            .env("REBAKE_STATE_DIR", self.state.path().join("state"))
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rebake");
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "rebake scan still running after {limit:?} (killed); stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        eprintln!(
+            "rebake scan ended in {:.2} s: {}",
+            started.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+        out
     }
 
     fn scan_json(&self, extra: &[&str]) -> Value {
@@ -605,6 +653,129 @@ fn unreachable_mirror_is_a_one_line_error() {
         .replace(&s.server.url(), "http://127.0.0.1:9");
     std::fs::write(&s.sources, text).unwrap();
     assert_refused(&s.scan(&[]), &["cannot fetch http://127.0.0.1:9/"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken mirrors: every download is bounded in size and time (short timeouts from the
+// environment, see src/download.rs).
+
+/// Short timeouts, so that a stalled download ends in a second.
+const SHORT_TIMEOUTS: [(&str, &str); 2] = [
+    ("REBAKE_HTTP_READ_TIMEOUT", "1"),
+    ("REBAKE_HTTP_CONNECT_TIMEOUT", "2"),
+];
+
+#[test]
+fn endless_inrelease_is_refused_at_its_limit() {
+    let s = Scenario::typical();
+    s.server.fault("dists/trixie/InRelease", Fault::Endless);
+    let out = s.scan_within(&[], &SHORT_TIMEOUTS, Duration::from_secs(60));
+    assert_refused(
+        &out,
+        &[
+            &format!("{}/debian/dists/trixie/InRelease", s.server.url()),
+            "more than 16777216 bytes",
+            "the limit for an InRelease file",
+        ],
+    );
+}
+
+#[test]
+fn mirror_stalling_mid_body_is_refused_by_the_read_timeout() {
+    let s = Scenario::typical();
+    s.server
+        .fault("dists/trixie-updates/InRelease", Fault::StallAfter(200));
+    let started = Instant::now();
+    let out = s.scan_within(&[], &SHORT_TIMEOUTS, Duration::from_secs(30));
+    assert_refused(
+        &out,
+        &[
+            &format!("{}/debian/dists/trixie-updates/InRelease", s.server.url()),
+            "read timeout: nothing received for 1 s",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn trickling_mirror_is_refused_by_the_overall_timeout() {
+    let s = Scenario::typical();
+    s.server
+        .fault("dists/trixie-updates/InRelease", Fault::Trickle);
+    let mut env = SHORT_TIMEOUTS.to_vec();
+    env.push(("REBAKE_HTTP_TIMEOUT", "2"));
+    let started = Instant::now();
+    let out = s.scan_within(&[], &env, Duration::from_secs(30));
+    assert_refused(
+        &out,
+        &[
+            &format!("{}/debian/dists/trixie-updates/InRelease", s.server.url()),
+            "overall timeout: not complete within 2 s",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn packages_longer_than_inrelease_says_is_refused_without_reading_on() {
+    let s = Scenario::typical();
+    // The real index, then zeros without end.
+    s.server
+        .fault("dists/trixie/main/binary-amd64/", Fault::Endless);
+    let out = s.scan_within(&[], &SHORT_TIMEOUTS, Duration::from_secs(30));
+    let err = assert_refused(
+        &out,
+        &[
+            "dists/trixie/main/binary-amd64/",
+            "the size the verified Release states for main/binary-amd64/Packages",
+            "does not match the verified Release",
+        ],
+    );
+    assert!(err.contains(&s.server.url()), "{err}");
+}
+
+#[test]
+fn endless_advisory_list_and_stalled_tracker_are_refused() {
+    let s = Scenario::typical();
+    s.server.fault("/security/DSA/list", Fault::Endless);
+    let list = format!("{}/security/DSA/list", s.server.url());
+    let out = s.scan_within(
+        &["--advisories", &list],
+        &SHORT_TIMEOUTS,
+        Duration::from_secs(60),
+    );
+    assert_refused(
+        &out,
+        &[
+            &list,
+            "more than 33554432 bytes",
+            "the limit for an advisory list",
+        ],
+    );
+
+    s.server
+        .fault("/security/tracker.json", Fault::StallAfter(10));
+    let json = format!("{}/security/tracker.json", s.server.url());
+    let started = Instant::now();
+    let out = s.scan_within(
+        &["--security-tracker", &json],
+        &SHORT_TIMEOUTS,
+        Duration::from_secs(30),
+    );
+    assert_refused(&out, &[&json, "read timeout: nothing received for 1 s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// The real Debian mirrors named by this host's apt sources, when they answer.

@@ -6,8 +6,8 @@ use anyhow::Result;
 use chrono::{DateTime, NaiveDate, Utc};
 use rebake::config::CronSchedule;
 use rebake::server::{
-    next_run, run_scheduler_once, serve, sign, Clock, Enqueued, Jobs, MergedProposal, ScanSchedule,
-    ScanScope, ScanSummary, ServeConfig, Service, WebhookForge,
+    next_run, run_scheduler_once, serve, sign, Clock, ConnectionLimits, Enqueued, Jobs,
+    MergedProposal, ScanSchedule, ScanScope, ScanSummary, ServeConfig, Service, WebhookForge,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -116,6 +116,40 @@ async fn start_for(
     secret_env: &str,
     jobs: Arc<FakeJobs>,
 ) -> Running {
+    start_full(
+        forge,
+        state_dir,
+        secret_env,
+        jobs,
+        ConnectionLimits::default(),
+    )
+    .await
+}
+
+/// The service for a GitHub repository, with these connection limits.
+async fn start_with(
+    state_dir: &Path,
+    secret_env: &str,
+    jobs: Arc<FakeJobs>,
+    limits: ConnectionLimits,
+) -> Running {
+    start_full(
+        Some(WebhookForge::Github),
+        state_dir,
+        secret_env,
+        jobs,
+        limits,
+    )
+    .await
+}
+
+async fn start_full(
+    forge: Option<WebhookForge>,
+    state_dir: &Path,
+    secret_env: &str,
+    jobs: Arc<FakeJobs>,
+    limits: ConnectionLimits,
+) -> Running {
     set_secret();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -126,6 +160,7 @@ async fn start_for(
         forge,
         schedules: Vec::new(),
         deploys_from: None,
+        limits,
     };
     let task = tokio::spawn(serve(listener, config, jobs, async move {
         let _ = stopped.await;
@@ -881,6 +916,7 @@ fn scheduler_fixture() -> (tempfile::TempDir, Arc<FakeJobs>, Service, FakeClock)
         forge: Some(WebhookForge::Github),
         schedules: Vec::new(),
         deploys_from: None,
+        limits: Default::default(),
     };
     let service = Service::start(&config, jobs.clone()).unwrap();
     let clock = FakeClock {
@@ -1128,5 +1164,190 @@ async fn github_form_encoded_delivery_deploys_and_a_refused_one_is_not_marked_do
     let (status, text) = server.github("pull_request", "f-2", &other, SECRET).await;
     assert_eq!(status, 202, "{text}");
     wait_deploys(&jobs, 2).await;
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded connections: timeouts, the cap, and a webhook answered under load
+
+/// Reads from `stream` until the server closes it (at most `limit`): what it sent, and when.
+/// The time is counted from `started`.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    started: std::time::Instant,
+    limit: Duration,
+) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => panic!(
+                "connection still open after {limit:?}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed_in_time() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
+        max_connections: 512,
+    };
+    let server = start_with(dir.path(), SECRET_ENV, jobs.clone(), limits).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+
+    // Sends nothing at all.
+    let mut idle = connect().await.unwrap();
+    // Half a request head.
+    let mut half_head = connect().await.unwrap();
+    half_head
+        .write_all(b"POST /webhook/github HTTP/1.1\r\nHost: rebake\r\nX-GitHub-")
+        .await
+        .unwrap();
+    // A whole head, half the body it announces.
+    let mut half_body = connect().await.unwrap();
+    half_body
+        .write_all(
+            b"POST /webhook/github HTTP/1.1\r\nHost: rebake\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"action\":",
+        )
+        .await
+        .unwrap();
+    // One answered request, then idle on the kept-alive connection (its header-read timeout
+    // starts again after the answer).
+    let mut kept_alive = connect().await.unwrap();
+    kept_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: rebake\r\n\r\n")
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let bound = Duration::from_secs(8);
+    let (text, idle_after) = read_until_closed(&mut idle, started, bound).await;
+    assert_eq!(
+        text, "",
+        "nothing is answered to a connection that sent nothing"
+    );
+    let (_, half_head_after) = read_until_closed(&mut half_head, started, bound).await;
+    let (text, half_body_after) = read_until_closed(&mut half_body, started, bound).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let (text, kept_alive_after) = read_until_closed(&mut kept_alive, started, bound).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    eprintln!(
+        "closed after: idle {idle_after:?}, half head {half_head_after:?}, half body \
+         {half_body_after:?} (408), kept alive {kept_alive_after:?}"
+    );
+    for after in [
+        idle_after,
+        half_head_after,
+        half_body_after,
+        kept_alive_after,
+    ] {
+        assert!(after < Duration::from_secs(5), "{after:?}");
+    }
+    assert!(jobs.deploys().is_empty());
+    server.shutdown().await;
+}
+
+/// Connections to `port` on 127.0.0.1 the server side holds open (ESTABLISHED with that local
+/// port), from /proc/net/tcp.
+fn server_side_connections(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_is_answered_beside_1000_idle_and_slow_connections() {
+    use tokio::io::AsyncWriteExt;
+    // 1,000 client sockets and up to 512 server sockets in this one process.
+    let (old, new) = rebake::server::raise_open_files_limit().unwrap();
+    eprintln!("open files limit: {old} -> {new}");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Arc::new(FakeJobs::default());
+    // The defaults: 10 s to send a head, 30 s per request, 512 connections.
+    let server = start(dir.path(), SECRET_ENV, jobs.clone()).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+
+    let opened = std::time::Instant::now();
+    let mut held = Vec::new();
+    for n in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if n % 2 == 1 {
+            // Slow: a request head that never ends. (The server may have closed it already.)
+            let _ = stream
+                .write_all(b"POST /webhook/github HTTP/1.1\r\nHost: rebake\r\nX-Slow: ")
+                .await;
+        }
+        held.push(stream);
+    }
+    // Let the server accept them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = server_side_connections(port);
+    eprintln!(
+        "1000 idle/slow connections opened in {:?}; the server holds {open}",
+        opened.elapsed()
+    );
+    assert!(open <= 512, "the server holds {open} connections (cap 512)");
+
+    let body = github_merged("rebake/nginx");
+    let mut took = Vec::new();
+    for delivery in ["gh-load-1", "gh-load-2", "gh-load-3"] {
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        let response = client
+            .post(format!("{}/webhook/github", server.url))
+            .header("content-type", "application/json")
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                format!("sha256={}", sign(SECRET.as_bytes(), &body)),
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let _ = response.text().await;
+        took.push(started.elapsed());
+        assert!(status == 202 || status == 200, "{delivery}: {status}");
+    }
+    eprintln!("signed webhook answered in {took:?} beside 1000 idle/slow connections");
+    for t in &took {
+        assert!(
+            *t < Duration::from_secs(1),
+            "webhook took {t:?} (bound 1 s)"
+        );
+    }
+    wait_deploys(&jobs, 1).await;
+    drop(held);
     server.shutdown().await;
 }

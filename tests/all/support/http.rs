@@ -9,6 +9,8 @@
 //! - Every request is logged (method, path, status, request headers) before the response is
 //!   sent, so a client that has its answer can already see it in [`TestServer::requests`].
 //! - [`TestServer::fail_next`] makes the next matching request fail with a given status.
+//! - [`TestServer::fault`] makes every matching request misbehave like a broken mirror: stall
+//!   in the middle of the body, send an endless body, or trickle it a byte at a time.
 //! - Stops accepting when dropped; open connections end within a fraction of a second.
 
 use std::collections::HashMap;
@@ -61,8 +63,22 @@ struct Failure {
     remaining: usize,
 }
 
+/// How a response misbehaves ([`TestServer::fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The head (with the file's `Content-Length`) and the first `n` bytes of the body, then
+    /// nothing more; the connection stays open until the server is dropped (or 120 s).
+    StallAfter(usize),
+    /// The file, then zero bytes without end (no `Content-Length`), until the client closes
+    /// the connection or the server is dropped.
+    Endless,
+    /// The body (with the file's `Content-Length`) one byte every 100 ms.
+    Trickle,
+}
+
 struct Shared {
     root: PathBuf,
+    faults: Mutex<Vec<(String, Fault)>>,
     log: Mutex<Vec<Request>>,
     failures: Mutex<Vec<Failure>>,
     /// path -> (etag, Last-Modified in Unix seconds) last served.
@@ -85,6 +101,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             root: root.into(),
+            faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
             validators: Mutex::new(HashMap::new()),
@@ -172,6 +189,20 @@ impl TestServer {
         });
     }
 
+    /// Every request whose path contains `path_substring` gets `fault` (until
+    /// [`clear_faults`](Self::clear_faults)); a missing file counts as 4 KiB of spaces.
+    pub fn fault(&self, path_substring: &str, fault: Fault) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap()
+            .push((path_substring.to_string(), fault));
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().unwrap().clear();
+    }
+
     /// Forgets failures set up with [`fail_next`](Self::fail_next) and not used yet.
     pub fn clear_failures(&self) {
         self.shared.failures.lock().unwrap().clear();
@@ -228,6 +259,10 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
         if !skip_body(&mut stream, &mut buf, body_len, shared) {
             break;
         }
+        if let Some(fault) = fault_for(&head, shared) {
+            misbehave(&mut stream, &head, shared, fault);
+            break;
+        }
         let keep_alive = head.keep_alive();
         let response = respond(&head, shared, keep_alive);
         if stream.write_all(&response).is_err() || !keep_alive {
@@ -235,6 +270,95 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn fault_for(head: &Head, shared: &Shared) -> Option<Fault> {
+    let path = head.target.split(['?', '#']).next().unwrap_or("");
+    shared
+        .faults
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| path.contains(p.as_str()))
+        .map(|(_, f)| *f)
+}
+
+/// Answers `head` the way `fault` says, then returns (the caller closes the connection).
+fn misbehave(stream: &mut TcpStream, head: &Head, shared: &Shared, fault: Fault) {
+    let path = head
+        .target
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let body = resolve(&shared.root, &path)
+        .and_then(|f| std::fs::read(f).ok())
+        .unwrap_or_else(|| vec![b' '; 4096]);
+    shared.log.lock().unwrap().push(Request {
+        method: head.method.clone(),
+        path,
+        status: 200,
+        headers: head.headers.clone(),
+    });
+    let length = match fault {
+        Fault::Endless => String::new(),
+        _ => format!("Content-Length: {}\r\n", body.len()),
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{length}Connection: close\r\n\r\n"
+    );
+    let _ = stream.set_write_timeout(Some(POLL));
+    let stopped = || shared.stop.load(Ordering::SeqCst);
+    // Writes all of `data` unless the client goes away or the server stops.
+    let send = |stream: &mut TcpStream, mut data: &[u8]| -> bool {
+        while !data.is_empty() {
+            if stopped() {
+                return false;
+            }
+            match stream.write(data) {
+                Ok(0) => return false,
+                Ok(n) => data = &data[n..],
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    if !send(stream, head.as_bytes()) {
+        return;
+    }
+    match fault {
+        Fault::StallAfter(n) => {
+            if !send(stream, &body[..n.min(body.len())]) {
+                return;
+            }
+            let since = Instant::now();
+            while !stopped() && since.elapsed() < Duration::from_secs(120) {
+                std::thread::sleep(POLL);
+            }
+        }
+        Fault::Endless => {
+            if !send(stream, &body) {
+                return;
+            }
+            let filler = vec![0u8; 64 * 1024];
+            while send(stream, &filler) {}
+        }
+        Fault::Trickle => {
+            for byte in body.chunks(1) {
+                if !send(stream, byte) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// Reads one request head (through the blank line); `None` at EOF, error, idle timeout or stop.

@@ -16,7 +16,7 @@ pub mod http;
 
 pub use apt::{AptRun, AptSandbox};
 pub use archive::{debian_date, dpkg_status, Pkg, StatusEntry, TestArchive};
-pub use http::{Request, TestServer};
+pub use http::{Fault, Request, TestServer};
 
 use std::path::{Path, PathBuf};
 
