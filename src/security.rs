@@ -222,8 +222,8 @@ pub async fn read_location(location: &str, limit: u64, what: &str) -> Result<Vec
 pub const DEFAULT_TRACKER_URL: &str = "https://security-tracker.debian.org/tracker/data/json";
 
 /// The tracker's JSON from `url`, through a cache in `cache_dir`: a conditional GET (its
-/// `ETag`/`Last-Modified`) answered 304 reads the cached copy. Bounded: a connect timeout, an
-/// overall timeout and [`TRACKER_JSON_LIMIT`]. When the download fails and a cached copy exists,
+/// `ETag`/`Last-Modified`) answered 304 reads the cached copy. Bounded like every download
+/// ([`crate::download::Timeouts`], [`TRACKER_JSON_LIMIT`]). When the download fails and a cached copy exists,
 /// that copy is used and the failure returned beside it.
 pub async fn fetch_tracker_json(
     url: &str,
@@ -240,11 +240,9 @@ pub async fn fetch_tracker_json(
             .map(str::to_string)
     };
     let fetched: Result<Option<(Vec<u8>, String)>> = async {
-        let client = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(15))
-            .timeout(std::time::Duration::from_secs(300))
-            .user_agent(concat!("rebake/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        use crate::download::{self, Timeouts};
+        let t = Timeouts::from_env()?;
+        let client = t.client().context("cannot create HTTP client")?;
         let mut req = client.get(url);
         if cached.is_some() {
             if let Some(etag) = header("ETag") {
@@ -254,24 +252,13 @@ pub async fn fetch_tracker_json(
                 req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
             }
         }
-        let mut resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot fetch {url}"))?;
+        let started = tokio::time::Instant::now();
+        let resp = download::send(req, url, &t, started + t.overall, t.overall).await?;
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() {
             return Ok(None);
         }
         if !resp.status().is_success() {
             bail!("cannot fetch {url}: HTTP {}", resp.status());
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > TRACKER_JSON_LIMIT)
-        {
-            bail!(
-                "{url} is larger than rebake reads ({} MiB)",
-                TRACKER_JSON_LIMIT >> 20
-            );
         }
         let mut meta = String::new();
         for name in ["ETag", "Last-Modified"] {
@@ -279,20 +266,22 @@ pub async fn fetch_tracker_json(
                 meta.push_str(&format!("{name}: {v}\n"));
             }
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .with_context(|| format!("cannot fetch {url}"))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() as u64 > TRACKER_JSON_LIMIT {
-                bail!(
-                    "{url} is larger than rebake reads ({} MiB)",
-                    TRACKER_JSON_LIMIT >> 20
-                );
-            }
-        }
+        let size = resp
+            .content_length()
+            .unwrap_or(TRACKER_JSON_LIMIT)
+            .min(TRACKER_JSON_LIMIT);
+        let overall = t.sized(size);
+        let what = "the limit for the Security Tracker JSON";
+        let body = download::read_body(
+            resp,
+            url,
+            TRACKER_JSON_LIMIT,
+            what,
+            &t,
+            started + overall,
+            overall,
+        )
+        .await?;
         Ok(Some((body, meta)))
     }
     .await;

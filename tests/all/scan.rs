@@ -120,6 +120,7 @@ impl Scenario {
             .arg("--repo")
             .arg(&repo)
             .env("REBAKE_STATE_DIR", self.state.path().join("state"))
+            .env("REBAKE_SECURITY_TRACKER", "off")
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -1114,7 +1115,7 @@ fn the_default_tracker_is_read_cached_and_optional() {
     assert!(cves(&out).is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("is larger than rebake reads (256 MiB)"),
+        err.contains("more than 268435456 bytes (the limit for the Security Tracker JSON)"),
         "{err}"
     );
     server.join().unwrap();
