@@ -25,7 +25,7 @@ mod queue;
 mod webhook;
 
 pub use metrics::Metrics;
-pub use webhook::{sign, verify_signature};
+pub use webhook::{merged_proposal_from_payload, sign, verify_signature};
 
 use crate::config::{CronSchedule, ForgeKind};
 use anyhow::{Context, Result};
