@@ -26,7 +26,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   if ! cargo +nightly fuzz run "${flags[@]}" "$t" "$work" "corpus/$t" -- \
       -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 2>&1 | tail -n 25; then
+      -print_final_stats=1 2>&1 | tail -n 60; then
     echo "== fuzz $t: FAILED (see fuzz/artifacts/$t/)"
     status=1
   fi
