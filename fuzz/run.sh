@@ -24,10 +24,15 @@ for t in "${targets[@]}"; do
   # stays small (minimise with `cargo fuzz cmin` before adding to it).
   work="target/corpus-work/$t"
   mkdir -p "$work"
-  if ! cargo +nightly fuzz run "${flags[@]}" "$t" "$work" "corpus/$t" -- \
+  log="target/fuzz-logs/$t.log"
+  mkdir -p "$(dirname "$log")"
+  if cargo +nightly fuzz run "${flags[@]}" "$t" "$work" "corpus/$t" -- \
       -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 2>&1 | tail -n 60; then
-    echo "== fuzz $t: FAILED (see fuzz/artifacts/$t/)"
+      -print_final_stats=1 >"$log" 2>&1; then
+    grep -E '^(Done|stat::)' "$log" || true
+  else
+    grep -E 'panicked at|^(==|SUMMARY|artifact_prefix)' -A1 "$log" | head -n 20 || true
+    echo "== fuzz $t: FAILED (whole log: fuzz/$log; input in fuzz/artifacts/$t/)"
     status=1
   fi
 done
