@@ -13,6 +13,9 @@ pub mod download;
 pub mod engine;
 pub mod forge;
 pub mod forge_text;
+/// The fuzz targets' logic (`fuzz/`, and the stable replay in `tests/all/fuzz_corpora.rs`).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod git;
 pub mod image_ref;
 pub mod lock;

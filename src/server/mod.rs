@@ -32,7 +32,7 @@ mod webhook;
 
 pub use connections::{raise_open_files_limit, serve_bounded, ConnectionLimits};
 pub use metrics::Metrics;
-pub use webhook::{sign, verify_signature};
+pub use webhook::{merged_proposal_from_payload, sign, verify_signature};
 
 use crate::config::{CronSchedule, ForgeKind};
 use anyhow::{Context, Result};

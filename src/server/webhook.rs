@@ -316,6 +316,22 @@ enum PullRequestDecision {
     Ignore(&'static str, String),
 }
 
+/// A `pull_request` payload read the way the webhook handler reads it (after the signature
+/// check): the merged proposal to deploy, `Ok(None)` for a payload that deploys nothing
+/// (another action, not merged, not a rebake branch), or the reason it is refused (answered
+/// 400). Used by the fuzz targets; the handler itself goes through [`proposal_from_event`].
+pub fn merged_proposal_from_payload(
+    forge: WebhookForge,
+    body: &[u8],
+) -> std::result::Result<Option<MergedProposal>, String> {
+    let event: PullRequestEvent = serde_json::from_slice(body)
+        .map_err(|e| format!("pull_request payload does not parse: {e}"))?;
+    Ok(match proposal_from_event(forge, event)? {
+        PullRequestDecision::Deploy(merged) => Some(merged),
+        PullRequestDecision::Ignore(..) => None,
+    })
+}
+
 fn is_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -7,6 +7,7 @@ mod examples;
 mod forge_gitea;
 mod forge_github;
 mod forge_plain;
+mod fuzz_corpora;
 mod git;
 mod image_tests;
 mod ordinary_user;
