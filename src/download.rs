@@ -152,8 +152,9 @@ impl DownloadError {
     }
 }
 
-/// An error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, `: `-separated (reqwest's and octocrab's own messages leave out
+/// the cause, like "connection refused" or a read timeout).
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

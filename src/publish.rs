@@ -206,7 +206,7 @@ pub async fn registry_has(registry: &RegistryConfig, repo_at_digest: &str) -> Re
         anyhow!(
             "registry {} is unreachable: {}",
             registry.url,
-            error_chain(&e)
+            crate::download::chain(&e)
         )
     };
     let mut response = head(None).await.map_err(unreachable)?;
@@ -300,7 +300,7 @@ async fn authorization(
         .map_err(|e| {
             anyhow!(
                 "the token service {realm} is unreachable: {}",
-                error_chain(&e)
+                crate::download::chain(&e)
             )
         })?;
     if !response.status().is_success() {
@@ -386,28 +386,12 @@ fn client() -> Result<reqwest::Client> {
 /// `GET /v2/`: any HTTP answer (401 included) means the registry is there.
 async fn ping(registry: &RegistryConfig) -> Result<()> {
     let url = format!("{}/v2/", base_url(registry));
-    client()?
-        .get(&url)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| anyhow!("the registry is unreachable at {url}: {}", error_chain(&e)))
-}
-
-/// An error and its causes, `: `-separated (reqwest's own message leaves out the cause, like
-/// "connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    client()?.get(&url).send().await.map(|_| ()).map_err(|e| {
+        anyhow!(
+            "the registry is unreachable at {url}: {}",
+            crate::download::chain(&e)
+        )
+    })
 }
 
 /// The digest in a push status line like `v1: digest: sha256:… size: 528`.

@@ -328,20 +328,9 @@ pub async fn read_container_dir(
     container: &str,
     dir: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
-    let mut stream = docker.download_from_container(
-        container,
-        Some(DownloadFromContainerOptions {
-            path: dir.to_string(),
-        }),
-    );
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => bytes.extend_from_slice(&c),
-            Err(e) if crate::engine::is_not_found(&e) => return Ok(BTreeMap::new()),
-            Err(e) => return Err(anyhow!("cannot read {dir}: {e}")),
-        }
-    }
+    let Some(bytes) = download_archive(docker, container, dir).await? else {
+        return Ok(BTreeMap::new());
+    };
     let mut out = BTreeMap::new();
     let mut archive = tar::Archive::new(&bytes[..]);
     for entry in archive.entries()? {
@@ -362,11 +351,8 @@ pub async fn read_container_dir(
     Ok(out)
 }
 
-async fn read_regular_file(
-    docker: &Docker,
-    container: &str,
-    path: &str,
-) -> Result<Option<Vec<u8>>> {
+/// The engine's tar archive of `path` in a container; None when it does not exist.
+async fn download_archive(docker: &Docker, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
     let mut stream = docker.download_from_container(
         container,
         Some(DownloadFromContainerOptions {
@@ -381,6 +367,17 @@ async fn read_regular_file(
             Err(e) => return Err(anyhow!("cannot read {path}: {e}")),
         }
     }
+    Ok(Some(bytes))
+}
+
+async fn read_regular_file(
+    docker: &Docker,
+    container: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>> {
+    let Some(bytes) = download_archive(docker, container, path).await? else {
+        return Ok(None);
+    };
     // The archive of one path: its first entry is the path itself.
     let mut archive = tar::Archive::new(&bytes[..]);
     let Some(entry) = archive.entries()?.next() else {

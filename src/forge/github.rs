@@ -263,7 +263,7 @@ impl GitHub {
             Err(e) => {
                 return Err(ForgeError::Network {
                     forge: FORGE.into(),
-                    message: self.scrub(format!("{path}: {}", causes(&e))),
+                    message: self.scrub(format!("{path}: {}", crate::download::chain(&e))),
                 })
             }
         };
@@ -275,7 +275,10 @@ impl GitHub {
             .await
             .map_err(|e| ForgeError::Network {
                 forge: FORGE.into(),
-                message: self.scrub(format!("{path}: reading the answer: {}", causes(&e))),
+                message: self.scrub(format!(
+                    "{path}: reading the answer: {}",
+                    crate::download::chain(&e)
+                )),
             })?;
         if !(200..300).contains(&status) {
             return Err(classify(
@@ -555,22 +558,6 @@ fn encode(s: &str, query: bool) -> String {
         }
     }
     out
-}
-
-/// An error and its causes, `: `-separated (octocrab's message leaves out the cause, like a
-/// read timeout).
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
