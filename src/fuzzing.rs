@@ -244,16 +244,21 @@ pub fn config_target(data: &[u8]) {
     }
 }
 
-/// `images/<name>/rebake.lock`: read, and a lock that reads is written and read back equal.
+/// `images/<name>/rebake.lock`: read, and a lock that reads is written and read back equal
+/// (sorted, and without mirror credentials).
 pub fn lock_target(data: &[u8]) {
     let Some(text) = text(data) else { return };
     let origin = Path::new("images/fuzz/rebake.lock");
     if let Ok(lock) = Lock::parse(text, origin) {
         let yaml = lock.to_yaml().expect("a lock that reads can be written");
         let again = Lock::parse(&yaml, origin).expect("a written lock reads back");
-        let mut sorted = lock.clone();
-        sorted.packages.sort();
-        assert_eq!(again, sorted, "lock round trip");
+        // Written sorted, and without credentials in archive URIs (a lock never stores them).
+        let mut expected = lock.clone();
+        expected.packages.sort();
+        for a in &mut expected.archive {
+            a.uri = crate::redact::split_credentials(&a.uri).0;
+        }
+        assert_eq!(again, expected, "lock round trip");
     }
 }
 
