@@ -833,6 +833,26 @@ fn live_host_mirror_scan() {
 }
 
 /// Copies the project's example policies and templates into a scratch GitOps repository.
+/// Writes `images/<image>/rebake.lock` in `repo` recording the packages of a dpkg `status`
+/// (trixie/amd64, nothing built); returns its path.
+fn write_lock(repo: &Path, image: &str, status: &str) -> PathBuf {
+    let lock = rebake::lock::Lock {
+        lock_version: 1,
+        name: image.into(),
+        suite: "trixie".into(),
+        architecture: "amd64".into(),
+        archive: vec![],
+        base: None,
+        packages: rebake::debian::status::parse(status).unwrap(),
+        image: None,
+        tests: None,
+    };
+    let lock_path = repo.join("images").join(image).join("rebake.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    std::fs::write(&lock_path, lock.to_yaml().unwrap()).unwrap();
+    lock_path
+}
+
 pub fn example_repo(repo: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["policies", "templates"] {
@@ -849,20 +869,7 @@ fn scans_the_repository_images_from_their_locks() {
     let s = Scenario::typical();
     let repo = s.state.path().join("repo");
     example_repo(&repo);
-    let lock = rebake::lock::Lock {
-        lock_version: 1,
-        name: "nginx".into(),
-        suite: "trixie".into(),
-        architecture: "amd64".into(),
-        archive: vec![],
-        base: None,
-        packages: rebake::debian::status::parse(&typical_status()).unwrap(),
-        image: None,
-        tests: None,
-    };
-    let lock_path = repo.join("images/nginx/rebake.lock");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    std::fs::write(&lock_path, lock.to_yaml().unwrap()).unwrap();
+    let lock_path = write_lock(&repo, "nginx", &typical_status());
     let sources = s.sources.display().to_string();
     let run = |extra: &[&str]| {
         let mut args: Vec<String> = vec!["scan".into(), "--sources".into(), sources.clone()];
@@ -950,20 +957,7 @@ fn a_security_fix_folded_into_a_point_release_is_a_security_update() {
         "template: web.hbs\nsuite: trixie\nupdates:\n  point_release: false\n",
     )
     .unwrap();
-    let lock = rebake::lock::Lock {
-        lock_version: 1,
-        name: "web".into(),
-        suite: "trixie".into(),
-        architecture: "amd64".into(),
-        archive: vec![],
-        base: None,
-        packages: rebake::debian::status::parse(&status).unwrap(),
-        image: None,
-        tests: None,
-    };
-    let lock_path = repo.join("images/web/rebake.lock");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    std::fs::write(&lock_path, lock.to_yaml().unwrap()).unwrap();
+    write_lock(&repo, "web", &status);
     let args: Vec<String> = [
         "scan",
         "--sources",
