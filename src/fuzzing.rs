@@ -7,7 +7,7 @@
 //! few properties of the result (and panics, as a finding, when one does not hold).
 
 use crate::config;
-use crate::debian::{deb822, packages, release, sources, status, version};
+use crate::debian::{changelog, deb822, packages, release, sources, status, version};
 use crate::lock::Lock;
 use crate::policy;
 use crate::server::{self, WebhookForge, PROPOSAL_BRANCH_PREFIX};
@@ -24,6 +24,7 @@ pub const TARGETS: &[Target] = &[
     ("status", status_target),
     ("version", version_target),
     ("release", release_target),
+    ("changelog", changelog_target),
     ("policy", policy_target),
     ("config", config_target),
     ("lock", lock_target),
@@ -220,6 +221,45 @@ pub fn release_target(data: &[u8]) {
         let _ = (r.is_security("x"), r.default_pin());
     }
     let _ = release::parse_date(text);
+}
+
+/// A Debian changelog (`changelog.Debian.gz`, decompressed): every entry has a version and a
+/// distribution, each CVE id is well-formed, named once per entry, and found in the text; the
+/// range an update brings is a subset of the entries, within its bounds.
+pub fn changelog_target(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let entries = changelog::parse(text);
+    for e in &entries {
+        // dpkg-parsechangelog's header grammar (`[^\(\) \t]+`): it keeps, with a warning, a
+        // version with other odd bytes such as a carriage return, and so does rebake.
+        assert!(!e.version.is_empty() && !e.version.contains(['(', ')', ' ', '\t']));
+        assert!(!e.distributions.is_empty());
+        for (i, id) in e.cves.iter().enumerate() {
+            let mut parts = id.split('-');
+            assert_eq!(parts.next(), Some("CVE"));
+            let year = parts.next().expect("year");
+            let number = parts.next().expect("number");
+            assert!(year.len() == 4 && year.bytes().all(|b| b.is_ascii_digit()));
+            assert!(number.len() >= 4 && number.bytes().all(|b| b.is_ascii_digit()));
+            assert!(!e.cves[..i].contains(id), "{id} named twice");
+            assert!(text.contains(id.as_str()));
+        }
+    }
+    if let (Some(newest), Some(oldest)) = (entries.first(), entries.last()) {
+        let range = changelog::between(&entries, Some(&oldest.version), &newest.version);
+        assert!(range.len() <= entries.len());
+        for e in range {
+            assert_ne!(
+                version::compare(&e.version, &newest.version),
+                Ordering::Greater
+            );
+            assert_eq!(
+                version::compare(&e.version, &oldest.version),
+                Ordering::Greater
+            );
+        }
+    }
+    let _ = changelog::cve_ids(text);
 }
 
 fn show_diagnostics(diagnostics: &[config::Diagnostic]) {

@@ -94,6 +94,10 @@ fn real_seeds_are_accepted() {
     .expect("a merged rebake proposal");
     assert_eq!(proposal.head_branch, "rebake/nginx");
     let _ = fuzzing::reference_compare("1.0", "1.0");
+    let openssl = rebake::debian::changelog::parse(&read("changelog", "libssl3-bookworm-head"));
+    assert!(openssl.len() >= 5, "{openssl:?}");
+    assert!(openssl[0].is_security_upload("bookworm"));
+    assert!(openssl.iter().any(|e| !e.cves.is_empty()));
 }
 
 /// The independent reference order agrees with the known dpkg cases of version.rs.
