@@ -74,6 +74,11 @@ pub struct RawUpdates {
     pub point_release: Option<bool>,
     /// Refused with an explanation: backports are not candidates (see README).
     pub backports: Option<serde_yaml_ng::Value>,
+    /// A duration like `3d`: how long a version must have been in the verified archive before
+    /// an update without a security fix is proposed.
+    pub min_age: Option<String>,
+    /// The same for an update that carries a security fix (default: none).
+    pub security_min_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +87,9 @@ pub struct RawReview {
     pub labels: Option<Vec<String>>,
     pub reviewers: Option<Vec<String>>,
     pub assignees: Option<Vec<String>>,
-    pub automerge: Option<bool>,
+    /// `false`, or `{kinds: [...], required_checks: bool}`; read by hand so that each
+    /// problem names its own line.
+    pub automerge: Option<serde_yaml_ng::Value>,
     pub max_open: Option<u32>,
     pub group: Option<String>,
 }
@@ -124,13 +131,91 @@ pub struct Policy {
 pub struct Updates {
     /// `<suite>-updates` and point releases of `<suite>` without a security fix.
     pub point_release: bool,
+    /// Cooldown for an update without a security fix: each new version must have been in the
+    /// verified archive this long (from the InRelease `Date` rebake first saw carrying it).
+    #[serde(with = "duration_seconds")]
+    pub min_age: Option<std::time::Duration>,
+    /// Cooldown for an update that carries a security fix (none unless set).
+    #[serde(with = "duration_seconds")]
+    pub security_min_age: Option<std::time::Duration>,
 }
 
 impl Default for Updates {
     fn default() -> Self {
         Updates {
             point_release: true,
+            min_age: None,
+            security_min_age: None,
         }
+    }
+}
+
+/// Durations shown as whole seconds in JSON.
+mod duration_seconds {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// The kind of proposal `review.automerge.kinds` names: what its title says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutomergeKind {
+    /// An update that carries a security fix (title: "security update").
+    Security,
+    /// An update without one: a point release or `-updates` (title: "update").
+    PointRelease,
+    /// Only binaries changed, not their source versions (binNMUs).
+    BinaryRebuild,
+    /// The image had no lock yet.
+    FirstBuild,
+    /// No installed package changed: a new base, template, policy or tests.
+    Rebuild,
+}
+
+impl AutomergeKind {
+    pub const ALL: [AutomergeKind; 5] = [
+        AutomergeKind::Security,
+        AutomergeKind::PointRelease,
+        AutomergeKind::BinaryRebuild,
+        AutomergeKind::FirstBuild,
+        AutomergeKind::Rebuild,
+    ];
+
+    /// The word in a policy.
+    pub fn word(self) -> &'static str {
+        match self {
+            AutomergeKind::Security => "security",
+            AutomergeKind::PointRelease => "point_release",
+            AutomergeKind::BinaryRebuild => "binary_rebuild",
+            AutomergeKind::FirstBuild => "first_build",
+            AutomergeKind::Rebuild => "rebuild",
+        }
+    }
+
+    fn parse(word: &str) -> Option<AutomergeKind> {
+        Self::ALL.into_iter().find(|k| k.word() == word)
+    }
+}
+
+/// When rebake merges its own proposal (`review.automerge`). Empty `kinds`: never.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Automerge {
+    pub kinds: Vec<AutomergeKind>,
+    /// Also wait until every other check on the proposal head (the forge's commit statuses,
+    /// and on GitHub its branch protection) has passed.
+    pub required_checks: bool,
+}
+
+impl Automerge {
+    pub fn enabled(&self) -> bool {
+        !self.kinds.is_empty()
     }
 }
 
@@ -141,8 +226,8 @@ pub struct Review {
     /// Forge logins; `org/team` names a team on GitHub.
     pub reviewers: Vec<String>,
     pub assignees: Vec<String>,
-    /// Merge without a person once the tests pass.
-    pub automerge: bool,
+    /// Merge without a person once the tests pass, for these kinds of proposal.
+    pub automerge: Automerge,
     /// At most this many open rebake pull requests for this image.
     pub max_open: u32,
     /// Images with the same group are proposed together, in one pull request on the branch
@@ -156,7 +241,7 @@ impl Default for Review {
             labels: Vec::new(),
             reviewers: Vec::new(),
             assignees: Vec::new(),
-            automerge: false,
+            automerge: Automerge::default(),
             max_open: DEFAULT_MAX_OPEN,
             group: None,
         }
@@ -502,6 +587,12 @@ fn validate_policy(
             }
             Updates {
                 point_release: u.point_release.unwrap_or(Updates::default().point_release),
+                min_age: u
+                    .min_age
+                    .and_then(|v| parse_min_age(&mut d, &field.key("min_age"), &v)),
+                security_min_age: u
+                    .security_min_age
+                    .and_then(|v| parse_min_age(&mut d, &field.key("security_min_age"), &v)),
             }
         })
         .unwrap_or_default();
@@ -616,6 +707,115 @@ fn check_suite(d: &mut Diagnostics, field: &FieldPath, suite: &str) {
     }
 }
 
+/// The longest cooldown rebake accepts: a year (a longer one is more likely a typo).
+const MAX_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(366 * 86400);
+
+/// `updates.min_age` and `updates.security_min_age`: `3d`, `12h`, `1w`, `90m`, `0`.
+fn parse_min_age(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    text: &str,
+) -> Option<std::time::Duration> {
+    let help = "write a duration like 3d, 12h, 1w or 90m (0 turns the cooldown off)";
+    match humantime::parse_duration(text.trim()) {
+        Ok(age) if age > MAX_MIN_AGE => {
+            d.error(field, format!("'{text}' is longer than a year"), help);
+            None
+        }
+        Ok(age) if age.is_zero() => None,
+        Ok(age) => Some(age),
+        Err(e) => {
+            d.error(field, format!("'{text}' is not a duration: {e}"), help);
+            None
+        }
+    }
+}
+
+/// `review.automerge`: `false`, or `{kinds: [...], required_checks: bool}`.
+fn parse_automerge(d: &mut Diagnostics, field: &FieldPath, v: serde_yaml_ng::Value) -> Automerge {
+    use serde_yaml_ng::Value;
+    let kinds_help = format!(
+        "list the kinds rebake may merge by itself, like 'automerge: {{kinds: [security]}}' \
+         (kinds: {})",
+        AutomergeKind::ALL.map(|k| k.word()).join(", ")
+    );
+    let map = match v {
+        Value::Bool(false) | Value::Null => return Automerge::default(),
+        Value::Bool(true) => {
+            d.error(
+                field,
+                "'automerge: true' does not say which proposals rebake may merge by itself",
+                kinds_help,
+            );
+            return Automerge::default();
+        }
+        Value::Mapping(m) => m,
+        _ => {
+            d.error(field, "must be false or a mapping", kinds_help);
+            return Automerge::default();
+        }
+    };
+    let mut out = Automerge::default();
+    let problems_before = d.list.len();
+    for (key, value) in map {
+        let Some(key) = key.as_str().map(str::to_string) else {
+            d.error(field, "has a key that is not text", kinds_help.clone());
+            continue;
+        };
+        match key.as_str() {
+            "kinds" => {
+                let Some(list) = value.as_sequence() else {
+                    d.error(&field.key("kinds"), "must be a list", kinds_help.clone());
+                    continue;
+                };
+                for (i, item) in list.iter().enumerate() {
+                    match item.as_str().and_then(AutomergeKind::parse) {
+                        Some(k) if !out.kinds.contains(&k) => out.kinds.push(k),
+                        Some(_) => {}
+                        None => d.error(
+                            &field.key("kinds").index(i),
+                            format!("{} is not a kind of proposal", show_yaml(item)),
+                            kinds_help.clone(),
+                        ),
+                    }
+                }
+                if list.is_empty() {
+                    d.error(
+                        &field.key("kinds"),
+                        "is empty: rebake would never merge",
+                        "write 'automerge: false' to turn automerge off, or list kinds",
+                    );
+                }
+            }
+            "required_checks" => match value.as_bool() {
+                Some(b) => out.required_checks = b,
+                None => d.error(
+                    &field.key("required_checks"),
+                    format!("{} is not true or false", show_yaml(&value)),
+                    "write true to also wait for the forge's other checks on the proposal",
+                ),
+            },
+            other => d.error(
+                &field.key(other),
+                format!("unknown field '{other}'"),
+                "review.automerge takes kinds and required_checks",
+            ),
+        }
+    }
+    if out.kinds.is_empty() && d.list.len() == problems_before {
+        d.error(field, "names no kinds", kinds_help);
+    }
+    out.kinds.sort();
+    out
+}
+
+/// A YAML value as it reads in a message.
+fn show_yaml(v: &serde_yaml_ng::Value) -> String {
+    serde_yaml_ng::to_string(v)
+        .map(|s| format!("'{}'", s.trim_end()))
+        .unwrap_or_else(|_| "this value".into())
+}
+
 fn validate_review(d: &mut Diagnostics, field: &FieldPath, raw: RawReview) -> Review {
     let labels = raw.labels.unwrap_or_default();
     for (i, label) in labels.iter().enumerate() {
@@ -680,7 +880,10 @@ fn validate_review(d: &mut Diagnostics, field: &FieldPath, raw: RawReview) -> Re
         labels,
         reviewers,
         assignees,
-        automerge: raw.automerge.unwrap_or(false),
+        automerge: raw
+            .automerge
+            .map(|v| parse_automerge(d, &field.key("automerge"), v))
+            .unwrap_or_default(),
         max_open,
         group: raw.group,
     }
@@ -908,7 +1111,7 @@ deploy:
 review:
   labels: [security]
   reviewers: [alice, ops/web]
-  automerge: true
+  automerge: {kinds: [security, binary_rebuild], required_checks: true}
 "#;
         let policy = parse(text).unwrap();
         assert_eq!(policy.vars["workers"], "4");
@@ -931,7 +1134,11 @@ review:
         assert_eq!(docker.volumes[1].source, VolumeSource::Named("logs".into()));
         assert_eq!(docker.restart.to_string(), "on-failure:3");
         assert_eq!(docker.env["PORT"], "80");
-        assert!(policy.review.automerge);
+        assert_eq!(
+            policy.review.automerge.kinds,
+            [AutomergeKind::Security, AutomergeKind::BinaryRebuild]
+        );
+        assert!(policy.review.automerge.required_checks);
     }
 
     #[test]
@@ -1069,5 +1276,70 @@ deploy:
         for bad in ["", "Root", "a b", "x;id", "1000:", ":1000", "99999999999"] {
             assert!(!is_valid_user_spec(bad), "{bad}");
         }
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        parse(text)
+            .unwrap_err()
+            .iter()
+            .map(|d| format!("{}:{}: {}: {}", d.line, d.field, d.message, d.help))
+            .collect()
+    }
+
+    #[test]
+    fn automerge_false_is_off_and_true_says_to_name_the_kinds() {
+        let base = "template: t.hbs\nsuite: trixie\nreview:\n";
+        let off = parse(&format!("{base}  automerge: false\n")).unwrap();
+        assert!(!off.review.automerge.enabled());
+        let p = problems(&format!("{base}  automerge: true\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("4:review.automerge: "), "{p:?}");
+        assert!(p[0].contains("kinds: [security]"), "{p:?}");
+    }
+
+    #[test]
+    fn automerge_problems_name_their_line_and_field() {
+        let p = problems(
+            "template: t.hbs\nsuite: trixie\nreview:\n  automerge:\n    kinds:\n      - security\n      - everything\n    required_checks: maybe\n    when: now\n",
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("7:review.automerge.kinds[1]: 'everything' is not a kind"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("8:review.automerge.required_checks: "),
+            "{p:?}"
+        );
+        assert!(
+            p[2].starts_with("9:review.automerge.when: unknown field"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn min_age_is_a_duration_and_zero_is_off() {
+        let base = "template: t.hbs\nsuite: trixie\nupdates:\n";
+        let p = parse(&format!("{base}  min_age: 3d\n  security_min_age: 12h\n")).unwrap();
+        assert_eq!(
+            p.updates.min_age,
+            Some(std::time::Duration::from_secs(3 * 86400))
+        );
+        assert_eq!(
+            p.updates.security_min_age,
+            Some(std::time::Duration::from_secs(12 * 3600))
+        );
+        let zero = parse(&format!("{base}  min_age: 0s\n")).unwrap();
+        assert_eq!(zero.updates.min_age, None);
+        let bad = problems(&format!(
+            "{base}  point_release: true\n  min_age: three days\n"
+        ));
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with("5:updates.min_age: 'three days' is not a duration"),
+            "{bad:?}"
+        );
+        let long = problems(&format!("{base}  security_min_age: 400d\n"));
+        assert!(long[0].contains("longer than a year"), "{long:?}");
     }
 }
