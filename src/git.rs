@@ -539,6 +539,42 @@ impl Workspace {
             .map_err(|e| self.error(e, &format!("cannot write a commit on {base}")))
     }
 
+    /// A merge commit of `theirs` into `ours` (parents in that order, as `git merge` makes
+    /// them), by `committer`; `None` when the trees conflict. No ref is moved.
+    pub fn merge_commit(
+        &self,
+        ours: Oid,
+        theirs: Oid,
+        message: &str,
+        committer: &Identity,
+    ) -> Result<Option<Oid>> {
+        let find = |oid: Oid| {
+            self.repo
+                .find_commit(oid)
+                .map_err(|e| self.error(e, &format!("commit {oid} not found")))
+        };
+        let (ours, theirs) = (find(ours)?, find(theirs)?);
+        let mut index = self
+            .repo
+            .merge_commits(&ours, &theirs, None)
+            .map_err(|e| self.error(e, "cannot merge"))?;
+        if index.has_conflicts() {
+            return Ok(None);
+        }
+        let tree_id = index
+            .write_tree_to(&self.repo)
+            .map_err(|e| self.error(e, "cannot write the merged tree"))?;
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(|e| self.error(e, "cannot read the merged tree"))?;
+        let who = signature(committer, None).context("invalid committer")?;
+        self.repo
+            .commit(None, &who, &who, message, &tree, &[&ours, &theirs])
+            .map(Some)
+            .map_err(|e| self.error(e, "cannot write the merge commit"))
+    }
+
     /// Applies `changes` to `base` (a directory of the tree, at `prefix`). `None`: the result
     /// is an empty directory, which git does not store.
     fn apply_changes(

@@ -3,10 +3,12 @@
 //! One module per stage of the flow (see README): `debian` reads and verifies the archive,
 //! `plan` decides which images need an update and why, later stages build on it.
 
+pub mod automerge;
 pub mod build;
 pub mod check;
 pub mod commands;
 pub mod config;
+pub mod cooldown;
 pub mod debian;
 pub mod deploy;
 pub mod download;

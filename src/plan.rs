@@ -71,6 +71,65 @@ pub struct ImageScan {
     pub note: Option<String>,
     pub findings: Vec<Finding>,
     pub sources: Vec<SourceUpdate>,
+    /// The policy's `updates.min_age` (or `security_min_age`) as it applies to this update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Cooldown>,
+}
+
+/// The cooldown that applies to one image's pending update, and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Cooldown {
+    /// `updates.min_age`, or `updates.security_min_age` for an update with a security fix.
+    #[serde(serialize_with = "as_seconds")]
+    pub min_age: std::time::Duration,
+    /// Which setting it is.
+    pub setting: &'static str,
+    /// The youngest new version: the one that decides.
+    pub package: String,
+    pub version: String,
+    pub first_seen: chrono::DateTime<chrono::Utc>,
+    /// `first_seen + min_age`.
+    pub eligible_at: chrono::DateTime<chrono::Utc>,
+    /// Still waiting when it was computed.
+    pub held: bool,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+impl Cooldown {
+    pub fn is_over(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        now >= self.eligible_at
+    }
+
+    /// `held by updates.min_age (3days): base-files 13.8+deb13u2, first seen in the verified
+    /// archive 2026-11-29 10:00 UTC, becomes eligible 2026-12-02 10:00 UTC`.
+    pub fn held_note(&self) -> String {
+        format!(
+            "held by updates.{} ({}): {} {} first seen in the verified archive {}, eligible {}",
+            self.setting,
+            humantime::format_duration(self.min_age),
+            self.package,
+            self.version,
+            self.first_seen.format("%Y-%m-%d %H:%M UTC"),
+            self.eligible_at.format("%Y-%m-%d %H:%M UTC"),
+        )
+    }
+
+    /// One line for a proposal body: when the update became eligible.
+    pub fn body_line(&self) -> String {
+        format!(
+            "Cooldown: `updates.{}` {} — eligible since {} ({} {}, the youngest new version, \
+             first seen in the verified archive {}).",
+            self.setting,
+            humantime::format_duration(self.min_age),
+            self.eligible_at.format("%Y-%m-%d %H:%M UTC"),
+            self.package,
+            self.version,
+            self.first_seen.format("%Y-%m-%d %H:%M UTC"),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,6 +259,7 @@ pub fn scan_inventory(
         note: inv.note.clone(),
         findings,
         sources: groups.into_values().collect(),
+        cooldown: None,
     }
 }
 
@@ -271,6 +331,7 @@ pub async fn scan(
                     note: inv.note.clone(),
                     findings: Vec::new(),
                     sources: Vec::new(),
+                    cooldown: None,
                 },
             },
         )
@@ -355,6 +416,9 @@ pub fn render_table(report: &ScanReport) -> String {
             out.push_str("  ");
             out.push_str(line);
             out.push('\n');
+        }
+        if let Some(c) = img.cooldown.as_ref().filter(|c| c.held) {
+            out.push_str(&format!("  {}\n", c.held_note()));
         }
         out.push('\n');
     }

@@ -38,6 +38,10 @@ pub enum Action {
     Closed,
     /// Left alone (the branch was changed by someone else, or the per-run cap was reached).
     Skipped,
+    /// Waiting out `updates.min_age`: not proposed yet (the detail says until when).
+    Held,
+    /// Opened or updated, then merged by rebake (`review.automerge`).
+    Merged,
     Failed,
 }
 
@@ -201,6 +205,7 @@ pub async fn propose_all<F: Forge>(
     builder.set_tracker(run.tracker.clone());
     let mut results = Vec::new();
     let mut opened = 0u32;
+    let mut first_seen = crate::cooldown::FirstSeen::load(&run.plan.state_dir)?;
     for unit in units(&policies) {
         let outcome = propose_unit(
             run,
@@ -211,6 +216,7 @@ pub async fn propose_all<F: Forge>(
             &default_branch,
             base,
             opened,
+            &mut first_seen,
         )
         .await;
         let rows = match outcome {
@@ -229,8 +235,48 @@ pub async fn propose_all<F: Forge>(
         }
         results.extend(rows);
     }
+    first_seen.save()?;
     results.sort_by(|a, b| a.image.cmp(&b.image));
     Ok(results)
+}
+
+/// The cooldown of `policy`'s pending update, from the default branch's lock `old` (none for a
+/// first build, or when nothing the archive offers changed: a template or policy change).
+fn cooldown_of(
+    builder: &Builder,
+    policy: &Policy,
+    old: Option<&Lock>,
+    first_seen: &mut crate::cooldown::FirstSeen,
+) -> Option<crate::cooldown::Cooldown> {
+    let old = old?;
+    let index = builder.index(policy).ok()?;
+    let inv = crate::plan::Inventory {
+        name: policy.name.clone(),
+        release: old.suite.clone(),
+        arch: old.architecture.clone(),
+        packages: old.packages.clone(),
+        include_non_security: policy.updates.point_release,
+        note: None,
+    };
+    let scan = crate::plan::scan_inventory(index, None, &inv);
+    crate::cooldown::cooldown(policy, &scan, &index.suites, first_seen)
+}
+
+/// Whether `head` is rebake's own commit (author and committer `identity`) whose parent is on
+/// the default branch's history at `base`: no one else committed to the proposal branch.
+async fn is_own_commit(run: &ProposeRun, head: Oid, base: Oid) -> anyhow::Result<bool> {
+    let email = run.identity.email.clone();
+    with_workspace(run, move |ws| {
+        let c = ws.repo().find_commit(head)?;
+        let ours = c.author().email().ok() == Some(email.as_str())
+            && c.committer().email().ok() == Some(email.as_str());
+        let on_default = match c.parent_id(0) {
+            Ok(parent) => parent == base || ws.is_ancestor(parent, base)?,
+            Err(_) => false,
+        };
+        Ok(ours && on_default && c.parent_count() == 1)
+    })
+    .await
 }
 
 /// Closes the open proposal on `branch`, if there is one, with `note`, and deletes the branch
@@ -396,6 +442,7 @@ async fn propose_unit<F: Forge>(
     default_branch: &str,
     base: Oid,
     opened: u32,
+    first_seen: &mut crate::cooldown::FirstSeen,
 ) -> anyhow::Result<Vec<ProposeResult>> {
     let branch = unit.branch.as_str();
     let (current, pending): (Vec<&Policy>, Vec<&Policy>) = unit
@@ -403,6 +450,34 @@ async fn propose_unit<F: Forge>(
         .iter()
         .copied()
         .partition(|p| builder.is_current(scratch, p));
+    // Updates still in their cooldown wait (an open proposal is left as it is).
+    let now = chrono::Utc::now();
+    let mut held_rows = Vec::new();
+    let mut cooldowns = Vec::new();
+    let mut waiting = Vec::new();
+    for p in pending {
+        let old = Lock::read(&crate::lock::path_for(scratch, &p.name)).ok();
+        let cooldown = cooldown_of(builder, p, old.as_ref(), first_seen);
+        match cooldown {
+            Some(c) if !c.is_over(now) => held_rows.extend(rows_for(
+                &[p],
+                Action::Held,
+                None,
+                None,
+                Some(c.held_note()),
+            )),
+            c => {
+                cooldowns.push(c);
+                waiting.push(p);
+            }
+        }
+    }
+    let pending = waiting;
+    if pending.is_empty() && !held_rows.is_empty() {
+        let mut rows = rows_for(&current, Action::Current, None, None, None);
+        rows.extend(held_rows);
+        return Ok(rows);
+    }
     if pending.is_empty() {
         // Current on the default branch: an open proposal is no longer needed.
         let names: Vec<&str> = current.iter().map(|p| p.name.as_str()).collect();
@@ -428,6 +503,7 @@ async fn propose_unit<F: Forge>(
         });
     }
     let mut rows = rows_for(&current, Action::Current, None, None, None);
+    rows.extend(held_rows);
     let cap = unit
         .members
         .iter()
@@ -502,9 +578,18 @@ async fn propose_unit<F: Forge>(
         .iter()
         .all(|l| l.tests.as_ref().is_some_and(|t| t.passed));
     let mut described = Vec::new();
-    for ((p, old), lock) in pending.iter().zip(&default_locks).zip(&locks) {
+    for (((p, old), lock), cooldown) in pending
+        .iter()
+        .zip(&default_locks)
+        .zip(&locks)
+        .zip(&cooldowns)
+    {
         let changes = builder.changes(p, old.as_ref(), lock).await?;
-        described.push(describe(&p.name, branch, old.as_ref(), lock, &changes));
+        let mut d = describe(&p.name, branch, old.as_ref(), lock, &changes);
+        if let Some(c) = cooldown {
+            d.body.push_str(&format!("\n{}\n", c.body_line()));
+        }
+        described.push(d);
     }
     let (title, body) = match unit.group {
         None => (described[0].title.clone(), described[0].body.clone()),
@@ -567,7 +652,40 @@ async fn propose_unit<F: Forge>(
             Action::Updated
         };
     }
-    let detail = (action == Action::Skipped).then(cap_note);
+    let mut detail = (action == Action::Skipped).then(cap_note);
+    if let Some(proposal) = p.as_ref().filter(|_| action != Action::Skipped) {
+        let members: Vec<crate::automerge::Member> = pending
+            .iter()
+            .zip(&described)
+            .map(|(policy, d)| crate::automerge::Member {
+                policy,
+                kind: crate::automerge::kind_of(d.headline.kind),
+            })
+            .collect();
+        let head_hex = head.to_string();
+        let own_commit = is_own_commit(run, head, base).await?;
+        let outcome = crate::automerge::automerge(
+            forge,
+            crate::automerge::Ask {
+                proposal,
+                head: &head_hex,
+                passed,
+                own_commit,
+                members: &members,
+                request: crate::forge::MergeRequest {
+                    title: title.clone(),
+                    when_checks_succeed: false,
+                    committer: run.identity.clone(),
+                },
+                state_dir: &run.plan.state_dir,
+            },
+        )
+        .await?;
+        if matches!(outcome, crate::automerge::Outcome::Merged { .. }) {
+            action = Action::Merged;
+        }
+        detail = outcome.detail().or(detail);
+    }
     rows.extend(rows_for(&pending, action, p.as_ref(), Some(title), detail));
     Ok(rows)
 }

@@ -173,15 +173,23 @@ fn proposal_head(ws: &Workspace, commit: Oid, image: &str) -> Result<Option<Oid>
     }
 }
 
-/// Appends one JSON line per image to `<state>/deployments.log`: the record kept whatever the
-/// forge.
-fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
+/// The deployment log, `<state>/deployments.log`: one JSON object per line.
+pub const DEPLOYMENT_LOG: &str = "deployments.log";
+
+/// Appends `entry` to the deployment log.
+pub fn append_to_log(state_dir: &Path, entry: &serde_json::Value) -> Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(state_dir)?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(state_dir.join("deployments.log"))?;
+        .open(state_dir.join(DEPLOYMENT_LOG))?;
+    writeln!(f, "{entry}")?;
+    Ok(())
+}
+
+/// Appends one JSON line per image to the deployment log: the record kept whatever the forge.
+fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
     let line = serde_json::json!({
         "time": chrono::Utc::now().to_rfc3339(),
         "image": r.image,
@@ -198,8 +206,7 @@ fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
             "duration_ms": t.duration.as_millis() as u64,
         })).collect::<Vec<_>>(),
     });
-    writeln!(f, "{line}")?;
-    Ok(())
+    append_to_log(state_dir, &line)
 }
 
 /// Where a lock at a deploy commit came from: the proposal head that brought it, and whether

@@ -156,6 +156,7 @@ pub async fn running_inventories(engine_host: &str) -> Result<Vec<Inventory>> {
 pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
     let config = ctx.load_config()?;
     let entries = load_sources(req.sources.as_deref(), &config)?;
+    let from_policies = req.dpkg_status.is_none() && !req.running;
     let inventories = match &req.dpkg_status {
         Some(path) => {
             let release = req.suite.clone().ok_or_else(|| {
@@ -178,7 +179,7 @@ pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
         None => inventories_from_repo(&ctx.repo, &req.images)?,
     };
     let state_dir = ctx.state_dir(&config);
-    let report = runtime()?.block_on(async {
+    let mut report = runtime()?.block_on(async {
         let fetcher = Fetcher::new(&state_dir, Progress::auto(false))?;
         let tracker = tracker_from(
             &config,
@@ -189,6 +190,18 @@ pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
         .await?;
         plan::scan(&fetcher, &entries, tracker.as_ref(), &inventories).await
     })?;
+    if from_policies {
+        // Each policy's cooldown (updates.min_age), from when the new versions were first seen.
+        let policies = crate::repo::policies(&ctx.repo, &req.images)?;
+        let mut first_seen = crate::cooldown::FirstSeen::load(&state_dir)?;
+        for image in &mut report.images {
+            if let Some(p) = policies.iter().find(|p| p.name == image.image) {
+                image.cooldown =
+                    crate::cooldown::cooldown(p, image, &report.archive, &mut first_seen);
+            }
+        }
+        first_seen.save()?;
+    }
     match req.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Human => print!("{}", plan::render_table(&report)),

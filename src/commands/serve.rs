@@ -49,7 +49,7 @@ impl crate::server::Jobs for ServiceJobs {
                 None
             }
         };
-        let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated);
+        let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated | Action::Merged);
         Ok(crate::server::ScanSummary {
             schedules,
             findings: results

@@ -8,7 +8,10 @@
 //! The token is only ever written into the `Authorization` header: not into URLs, errors or logs.
 
 use super::http::{classify, with_retries, RetryPolicy};
-use super::{Forge, ForgeError, ForgeResult, NewProposal, Proposal, ProposalState, StatusState};
+use super::{
+    Forge, ForgeError, ForgeResult, MergeOutcome, MergeRequest, NewProposal, Proposal,
+    ProposalState, StatusState, Verdict,
+};
 use anyhow::{bail, Context};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Url};
@@ -403,6 +406,11 @@ impl From<GPull> for Proposal {
 }
 
 impl Forge for Gitea {
+    /// Gitea's "merge when checks succeed" (`merge_when_checks_succeed`).
+    fn merges_when_checks_succeed(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         NAME
     }
@@ -543,6 +551,101 @@ impl Forge for Gitea {
         }
         Ok(None)
     }
+
+    async fn statuses(&self, sha: &str) -> ForgeResult<Vec<(String, StatusState)>> {
+        let mut latest: std::collections::BTreeMap<String, (i64, StatusState)> = Default::default();
+        for page in 1..=MAX_PAGES {
+            let mut url = self.repo_url(&["commits", sha, "status"]);
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("limit", &PAGE_LIMIT.to_string());
+            let (_, combined): (_, GCombined) = self.call_json(Method::GET, url, None).await?;
+            let statuses = combined.statuses.unwrap_or_default();
+            if statuses.is_empty() {
+                break;
+            }
+            for s in &statuses {
+                let (Some(context), Some(state)) =
+                    (&s.context, s.status.as_deref().and_then(parse_state))
+                else {
+                    continue;
+                };
+                let id = s.id.unwrap_or(0);
+                if latest.get(context).is_none_or(|(seen, _)| id >= *seen) {
+                    latest.insert(context.clone(), (id, state));
+                }
+            }
+            let seen = (page * PAGE_LIMIT) as u64;
+            if combined.total_count.is_some_and(|t| seen >= t) {
+                break;
+            }
+        }
+        Ok(latest.into_iter().map(|(c, (_, s))| (c, s)).collect())
+    }
+
+    async fn changes_requested(&self, number: u64) -> ForgeResult<Vec<String>> {
+        let index = number.to_string();
+        let reviews: Vec<GReview> = self
+            .paged(&["pulls", &index, "reviews"], &[], |_| false)
+            .await?;
+        // Oldest first; a dismissed review no longer counts.
+        let verdicts: Vec<(String, Verdict)> = reviews
+            .into_iter()
+            .filter_map(|r| {
+                let verdict = match (r.dismissed, r.state.as_deref()) {
+                    (Some(true), _) => Verdict::Dismissed,
+                    (_, Some("APPROVED")) => Verdict::Approved,
+                    (_, Some("REQUEST_CHANGES")) => Verdict::ChangesRequested,
+                    _ => Verdict::Neutral,
+                };
+                Some((r.user?.login?, verdict))
+            })
+            .collect();
+        Ok(super::changes_requested_by(&verdicts))
+    }
+
+    async fn merge(
+        &self,
+        proposal: &Proposal,
+        request: &MergeRequest,
+    ) -> ForgeResult<MergeOutcome> {
+        let number = proposal.number;
+        let url = self.repo_url(&["pulls", &number.to_string(), "merge"]);
+        // head_commit_id: Gitea refuses when the head moved since rebake checked it.
+        let body = json!({
+            "Do": "merge",
+            "MergeTitleField": request.title,
+            "head_commit_id": proposal.head_sha,
+            "merge_when_checks_succeed": request.when_checks_succeed,
+        });
+        match self.call(Method::POST, url, Some(&body)).await {
+            Ok(_) => {}
+            // 405: not mergeable now (checks, reviews, protection); 409: conflict or a moved
+            // head.
+            Err(ForgeError::Invalid {
+                status: 405 | 422,
+                message,
+                ..
+            })
+            | Err(ForgeError::Conflict { message, .. }) => {
+                return Ok(MergeOutcome::NotMerged(format!(
+                    "Gitea did not merge it: {}",
+                    super::http::api_message(&message)
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        // Merged now, or (merge_when_checks_succeed with checks still running) scheduled:
+        // the pull request says which.
+        let after = self.get(number).await?;
+        Ok(match after.state {
+            ProposalState::Merged => MergeOutcome::Merged {
+                commit: after.merge_commit,
+            },
+            _ if request.when_checks_succeed => MergeOutcome::Scheduled,
+            _ => MergeOutcome::NotMerged("Gitea accepted the merge but did not merge".into()),
+        })
+    }
 }
 
 // Gitea's JSON, only the fields rebake reads. Go's nil pointers arrive as null, so everything
@@ -593,6 +696,13 @@ struct GUser {
 struct GCombined {
     statuses: Option<Vec<GStatus>>,
     total_count: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GReview {
+    user: Option<GUser>,
+    state: Option<String>,
+    dismissed: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,10 @@
 //! token from a JWT signed with the app's key.
 
 use super::http::{classify, with_retries, RetryPolicy};
-use super::{Forge, ForgeError, ForgeResult, NewProposal, Proposal, ProposalState, StatusState};
+use super::{
+    Forge, ForgeError, ForgeResult, MergeOutcome, MergeRequest, NewProposal, Proposal,
+    ProposalState, StatusState, Verdict,
+};
 use anyhow::{bail, Context};
 use octocrab::Octocrab;
 use serde::Deserialize;
@@ -124,11 +127,30 @@ struct StatusJson {
     context: String,
 }
 
+#[derive(Deserialize)]
+struct ReviewJson {
+    #[serde(default)]
+    user: Option<UserJson>,
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct UserJson {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct MergedJson {
+    #[serde(default)]
+    sha: Option<String>,
+}
+
 #[derive(Clone, Copy)]
 enum Method {
     Get,
     Post,
     Patch,
+    Put,
 }
 
 impl GitHub {
@@ -233,6 +255,7 @@ impl GitHub {
             Method::Get => self.crab._get(path).await,
             Method::Post => self.crab._post(path, body).await,
             Method::Patch => self.crab._patch(path, body).await,
+            Method::Put => self.crab._put(path, body).await,
         };
         let resp = match sent {
             Ok(r) => r,
@@ -479,7 +502,7 @@ impl Forge for GitHub {
         Ok(())
     }
 
-    async fn status(&self, sha: &str, context: &str) -> ForgeResult<Option<StatusState>> {
+    async fn statuses(&self, sha: &str) -> ForgeResult<Vec<(String, StatusState)>> {
         let path = self.repo_path(&format!(
             "/commits/{}/status?per_page=100",
             encode(sha, false)
@@ -491,8 +514,63 @@ impl Forge for GitHub {
         Ok(combined
             .statuses
             .into_iter()
-            .find(|s| s.context == context)
-            .and_then(|s| parse_state(&s.state)))
+            .filter_map(|s| Some((s.context, parse_state(&s.state)?)))
+            .collect())
+    }
+
+    async fn changes_requested(&self, number: u64) -> ForgeResult<Vec<String>> {
+        let path = self.repo_path(&format!("/pulls/{number}/reviews?per_page=100"));
+        let what = format!("pull request #{number}");
+        let v = self.call(Method::Get, &path, None, &what).await?;
+        let reviews: Vec<ReviewJson> = self.parse(v, "the reviews")?;
+        // Oldest first; a comment does not lift a request for changes, a dismissal does.
+        let verdicts: Vec<(String, Verdict)> = reviews
+            .into_iter()
+            .filter_map(|r| {
+                let verdict = match r.state.as_str() {
+                    "APPROVED" => Verdict::Approved,
+                    "CHANGES_REQUESTED" => Verdict::ChangesRequested,
+                    "DISMISSED" => Verdict::Dismissed,
+                    _ => Verdict::Neutral,
+                };
+                Some((r.user?.login, verdict))
+            })
+            .collect();
+        Ok(super::changes_requested_by(&verdicts))
+    }
+
+    async fn merge(
+        &self,
+        proposal: &Proposal,
+        request: &MergeRequest,
+    ) -> ForgeResult<MergeOutcome> {
+        let number = proposal.number;
+        let path = self.repo_path(&format!("/pulls/{number}/merge"));
+        // `sha`: GitHub refuses (409) when the head moved since rebake checked it.
+        let body = json!({
+            "sha": proposal.head_sha,
+            "merge_method": "merge",
+            "commit_title": request.title,
+        });
+        let what = format!("pull request #{number}");
+        match self.call(Method::Put, &path, Some(body), &what).await {
+            Ok(v) => {
+                let merged: MergedJson = self.parse(v, "the merge")?;
+                Ok(MergeOutcome::Merged { commit: merged.sha })
+            }
+            // 405: not mergeable now (branch protection's required checks or reviews, a
+            // conflict); 409: the head moved; 422: the head is not mergeable.
+            Err(ForgeError::Invalid {
+                status: 405 | 422,
+                message,
+                ..
+            })
+            | Err(ForgeError::Conflict { message, .. }) => Ok(MergeOutcome::NotMerged(format!(
+                "GitHub did not merge it: {}",
+                super::http::api_message(&message)
+            ))),
+            Err(e) => Err(e),
+        }
     }
 }
 

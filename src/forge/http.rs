@@ -53,6 +53,18 @@ pub fn rate_limit_wait(status: u16, headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Classifies a non-success answer. `permission` says what the token needs, for 401/403.
+/// The `message` of a forge's JSON error body, or the body as it is.
+pub fn api_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| body.to_string())
+}
+
 pub fn classify(
     forge: &str,
     status: u16,

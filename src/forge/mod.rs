@@ -100,11 +100,100 @@ pub enum ForgeError {
 
 pub type ForgeResult<T> = Result<T, ForgeError>;
 
+/// What rebake asks of a merge (`review.automerge`).
+#[derive(Debug, Clone)]
+pub struct MergeRequest {
+    /// The merge commit's title.
+    pub title: String,
+    /// Let the forge merge later, once its required checks pass, where it can (Gitea's "merge
+    /// when checks succeed"); elsewhere the merge waits for the next run.
+    pub when_checks_succeed: bool,
+    /// Who makes a merge commit where rebake makes it (plain git).
+    pub committer: crate::git::Identity,
+}
+
+/// How a merge went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// Merged now; the merge commit when known.
+    Merged { commit: Option<String> },
+    /// The forge merges it once its required checks pass.
+    Scheduled,
+    /// Not merged, and why (a required check, a moved head, a conflict); the next run tries
+    /// again.
+    NotMerged(String),
+}
+
+/// The commit statuses on a commit other than rebake's own `rebake/test`, taken together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtherChecks {
+    /// None, or all succeeded.
+    Passed,
+    /// Some still running: their contexts.
+    Pending(Vec<String>),
+    /// Some failed: their contexts.
+    Failed(Vec<String>),
+}
+
+impl OtherChecks {
+    /// Sums up `(context, state)` pairs, leaving out rebake's own.
+    pub fn of(statuses: &[(String, StatusState)]) -> OtherChecks {
+        let others = statuses.iter().filter(|(c, _)| c != STATUS_CONTEXT);
+        let failed: Vec<String> = others
+            .clone()
+            .filter(|(_, s)| matches!(s, StatusState::Failure | StatusState::Error))
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !failed.is_empty() {
+            return OtherChecks::Failed(failed);
+        }
+        let pending: Vec<String> = others
+            .filter(|(_, s)| *s == StatusState::Pending)
+            .map(|(c, _)| c.clone())
+            .collect();
+        if pending.is_empty() {
+            OtherChecks::Passed
+        } else {
+            OtherChecks::Pending(pending)
+        }
+    }
+}
+
+/// A review's verdict, as far as automerge cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approved,
+    ChangesRequested,
+    /// Dismissed: whatever the reviewer said before no longer counts.
+    Dismissed,
+    /// A comment, a pending or requested review: does not change the reviewer's verdict.
+    Neutral,
+}
+
+/// The reviewers whose latest verdict (in `reviews`, oldest first) asks for changes.
+pub fn changes_requested_by(reviews: &[(String, Verdict)]) -> Vec<String> {
+    let mut latest: std::collections::BTreeMap<&str, Verdict> = Default::default();
+    for (login, verdict) in reviews {
+        if *verdict != Verdict::Neutral {
+            latest.insert(login, *verdict);
+        }
+    }
+    latest
+        .into_iter()
+        .filter(|(_, v)| *v == Verdict::ChangesRequested)
+        .map(|(l, _)| l.to_string())
+        .collect()
+}
+
 /// The operations the propose and deploy stages need. Implementations retry 5xx and timeouts
 /// with backoff and wait out rate limits (Retry-After, X-RateLimit-Reset) themselves.
 pub trait Forge: Send + Sync {
     /// A short name for messages: "GitHub", "Gitea", "git".
     fn name(&self) -> &str;
+    /// Whether the forge can merge later by itself once checks pass ([`MergeRequest`]).
+    fn merges_when_checks_succeed(&self) -> bool {
+        false
+    }
     /// The open proposal whose head is `branch`, if any (looked up before opening one, so a
     /// proposal is never duplicated).
     fn find_open(&self, branch: &str)
@@ -118,6 +207,14 @@ pub trait Forge: Send + Sync {
         body: &str,
     ) -> impl Future<Output = ForgeResult<()>> + Send;
     fn comment(&self, number: u64, body: &str) -> impl Future<Output = ForgeResult<()>> + Send;
+    /// Comments on `proposal` (plain git: logged under its branch).
+    fn comment_on(
+        &self,
+        proposal: &Proposal,
+        body: &str,
+    ) -> impl Future<Output = ForgeResult<()>> + Send {
+        self.comment(proposal.number, body)
+    }
     fn close(&self, number: u64) -> impl Future<Output = ForgeResult<()>> + Send;
     fn get(&self, number: u64) -> impl Future<Output = ForgeResult<Proposal>> + Send;
     /// Sets a commit status, e.g. context `rebake/test`.
@@ -133,7 +230,32 @@ pub trait Forge: Send + Sync {
         &self,
         sha: &str,
         context: &str,
-    ) -> impl Future<Output = ForgeResult<Option<StatusState>>> + Send;
+    ) -> impl Future<Output = ForgeResult<Option<StatusState>>> + Send {
+        async move {
+            Ok(self
+                .statuses(sha)
+                .await?
+                .into_iter()
+                .find(|(c, _)| c == context)
+                .map(|(_, s)| s))
+        }
+    }
+    /// Every commit status on `sha`, the latest per context.
+    fn statuses(
+        &self,
+        sha: &str,
+    ) -> impl Future<Output = ForgeResult<Vec<(String, StatusState)>>> + Send;
+    /// The reviewers whose latest review of proposal `number` asks for changes.
+    fn changes_requested(
+        &self,
+        number: u64,
+    ) -> impl Future<Output = ForgeResult<Vec<String>>> + Send;
+    /// Merges `proposal` at its `head_sha` (never a newer head) into its base branch.
+    fn merge(
+        &self,
+        proposal: &Proposal,
+        request: &MergeRequest,
+    ) -> impl Future<Output = ForgeResult<MergeOutcome>> + Send;
     /// Says why, then closes. (Plain git: logs the note and deletes the branch, leased.)
     fn close_with_comment(
         &self,
@@ -168,6 +290,9 @@ impl Forge for AnyForge {
     fn name(&self) -> &str {
         each_forge!(self, f => f.name())
     }
+    fn merges_when_checks_succeed(&self) -> bool {
+        each_forge!(self, f => f.merges_when_checks_succeed())
+    }
     async fn find_open(&self, branch: &str) -> ForgeResult<Option<Proposal>> {
         each_forge!(self, f => f.find_open(branch).await)
     }
@@ -179,6 +304,9 @@ impl Forge for AnyForge {
     }
     async fn comment(&self, number: u64, body: &str) -> ForgeResult<()> {
         each_forge!(self, f => f.comment(number, body).await)
+    }
+    async fn comment_on(&self, proposal: &Proposal, body: &str) -> ForgeResult<()> {
+        each_forge!(self, f => f.comment_on(proposal, body).await)
     }
     async fn close(&self, number: u64) -> ForgeResult<()> {
         each_forge!(self, f => f.close(number).await)
@@ -195,10 +323,23 @@ impl Forge for AnyForge {
     ) -> ForgeResult<()> {
         each_forge!(self, f => f.set_status(sha, state, context, description).await)
     }
+    async fn close_with_comment(&self, proposal: &Proposal, comment: &str) -> ForgeResult<()> {
+        each_forge!(self, f => f.close_with_comment(proposal, comment).await)
+    }
     async fn status(&self, sha: &str, context: &str) -> ForgeResult<Option<StatusState>> {
         each_forge!(self, f => f.status(sha, context).await)
     }
-    async fn close_with_comment(&self, proposal: &Proposal, comment: &str) -> ForgeResult<()> {
-        each_forge!(self, f => f.close_with_comment(proposal, comment).await)
+    async fn statuses(&self, sha: &str) -> ForgeResult<Vec<(String, StatusState)>> {
+        each_forge!(self, f => f.statuses(sha).await)
+    }
+    async fn changes_requested(&self, number: u64) -> ForgeResult<Vec<String>> {
+        each_forge!(self, f => f.changes_requested(number).await)
+    }
+    async fn merge(
+        &self,
+        proposal: &Proposal,
+        request: &MergeRequest,
+    ) -> ForgeResult<MergeOutcome> {
+        each_forge!(self, f => f.merge(proposal, request).await)
     }
 }

@@ -44,7 +44,10 @@ use git2::Oid;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Forge, ForgeError, ForgeResult, NewProposal, Proposal, ProposalState, StatusState};
+use super::{
+    Forge, ForgeError, ForgeResult, MergeOutcome, MergeRequest, NewProposal, Proposal,
+    ProposalState, StatusState,
+};
 use crate::git::{redact_url, Auth, PushOutcome, Workspace};
 
 /// The name in messages.
@@ -470,6 +473,102 @@ impl Inner {
 }
 
 impl Forge for PlainGit {
+    async fn comment_on(&self, proposal: &Proposal, body: &str) -> ForgeResult<()> {
+        self.comment_on_branch(&proposal.head_branch, body).await
+    }
+
+    async fn statuses(&self, sha: &str) -> ForgeResult<Vec<(String, StatusState)>> {
+        let sha = parse_oid(sha)?.to_string();
+        self.blocking(move |inner| {
+            let statuses = inner.statuses()?;
+            Ok(statuses
+                .get(&sha)
+                .into_iter()
+                .flatten()
+                .filter_map(|(c, s)| Some((c.clone(), parse_state(&s.state)?)))
+                .collect())
+        })
+        .await
+    }
+
+    /// Plain git has no reviews.
+    async fn changes_requested(&self, number: u64) -> ForgeResult<Vec<String>> {
+        self.check_number(number)?;
+        Ok(Vec::new())
+    }
+
+    /// A fast-forward of the default branch to the proposal head when it is on top of it, else
+    /// a merge commit; pushed with a lease on the default branch's head (a push someone made
+    /// meanwhile is never overwritten) and only while the proposal branch is still at the head
+    /// rebake checked. Logged as `merge`.
+    async fn merge(
+        &self,
+        proposal: &Proposal,
+        request: &MergeRequest,
+    ) -> ForgeResult<MergeOutcome> {
+        let head = parse_oid(&proposal.head_sha)?;
+        let branch = proposal.head_branch.clone();
+        let request = request.clone();
+        self.blocking(move |inner| {
+            let ws = inner.open()?;
+            inner.fetch(&ws)?;
+            match inner.head(&ws, &branch)? {
+                Some(h) if h == head => {}
+                other => {
+                    return Ok(MergeOutcome::NotMerged(format!(
+                        "branch {branch} is at {} now, not at {head}, which rebake checked",
+                        other
+                            .map(|o| o.to_string())
+                            .unwrap_or_else(|| "nothing".into())
+                    )))
+                }
+            }
+            let (default, base) = inner.default_head(&ws)?;
+            let on_top = ws.is_ancestor(base, head).map_err(|e| inner.git_error(e))?;
+            let new = if on_top {
+                head
+            } else {
+                let message = format!(
+                    "{}\n\nMerge branch '{branch}' (rebake automerge)",
+                    request.title
+                );
+                match ws
+                    .merge_commit(base, head, &message, &request.committer)
+                    .map_err(|e| inner.git_error(e))?
+                {
+                    Some(c) => c,
+                    None => {
+                        return Ok(MergeOutcome::NotMerged(format!(
+                            "{branch} conflicts with {default}"
+                        )))
+                    }
+                }
+            };
+            match ws
+                .push_with_lease(&default, new, Some(base))
+                .map_err(|e| inner.git_error(e))?
+            {
+                PushOutcome::Pushed => {
+                    inner.log(&json!({
+                        "time": now(),
+                        "branch": branch,
+                        "kind": "merge",
+                        "head_sha": head.to_string(),
+                        "merge_commit": new.to_string(),
+                        "fast_forward": on_top,
+                    }))?;
+                    Ok(MergeOutcome::Merged {
+                        commit: Some(new.to_string()),
+                    })
+                }
+                PushOutcome::LeaseBroken { .. } => Ok(MergeOutcome::NotMerged(format!(
+                    "{default} moved while rebake merged; the next run tries again"
+                ))),
+            }
+        })
+        .await
+    }
+
     /// A plain-git proposal is its branch: log the note, delete the branch (leased on the
     /// head the proposal was read at, so a human's newer commit is never deleted).
     async fn close_with_comment(&self, proposal: &Proposal, comment: &str) -> ForgeResult<()> {

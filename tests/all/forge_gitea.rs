@@ -485,3 +485,64 @@ async fn status_of_an_unknown_commit_is_not_found() {
     assert!(err.to_string().contains("Gitea"), "{err}");
     env.fake.assert_no_violations();
 }
+
+/// Automerge's calls on Gitea: a dismissed request for changes no longer counts; a merge with
+/// `merge_when_checks_succeed` while a check is pending is scheduled, and Gitea merges once the
+/// check passes; a merge at a head that moved is refused.
+#[tokio::test]
+async fn automerge_reads_reviews_and_merges_when_checks_succeed() {
+    use rebake::forge::{MergeOutcome, MergeRequest};
+    let env = setup(&["rebake/nginx"]).await;
+    let p = env
+        .gitea
+        .create(&proposal("rebake/nginx", &[]))
+        .await
+        .unwrap();
+    let sha = p.head_sha.clone();
+
+    env.fake.add_review(1, "alice", "REQUEST_CHANGES", false);
+    env.fake.add_review(1, "bob", "COMMENT", false);
+    assert_eq!(env.gitea.changes_requested(1).await.unwrap(), ["alice"]);
+    env.fake.add_review(1, "alice", "REQUEST_CHANGES", true);
+    assert!(env.gitea.changes_requested(1).await.unwrap().is_empty());
+
+    env.gitea
+        .set_status(&sha, StatusState::Success, "rebake/test", "passed")
+        .await
+        .unwrap();
+    env.fake.set_status(&sha, "ci/build", "pending");
+    let request = MergeRequest {
+        title: "nginx: security update".into(),
+        when_checks_succeed: true,
+        committer: rebake::git::Identity::new("rebake", "rebake@example.invalid"),
+    };
+    let moved = rebake::forge::Proposal {
+        head_sha: env.heads["main"].clone(),
+        ..p.clone()
+    };
+    match env.gitea.merge(&moved, &request).await.unwrap() {
+        MergeOutcome::NotMerged(why) => assert!(why.contains("head out of date"), "{why}"),
+        other => panic!("merged another head than the one checked: {other:?}"),
+    }
+    assert_eq!(
+        env.gitea.merge(&p, &request).await.unwrap(),
+        MergeOutcome::Scheduled
+    );
+    assert!(!env.fake.pr(1).merged);
+    assert_eq!(env.fake.scheduled_merges(), [1]);
+    let merge = env
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path.ends_with("/merge"))
+        .unwrap();
+    let body = merge.body.unwrap();
+    assert_eq!(body["merge_when_checks_succeed"], true);
+    assert_eq!(body["head_commit_id"], sha.as_str());
+
+    env.fake.set_status(&sha, "ci/build", "success");
+    let pr = env.fake.pr(1);
+    assert!(pr.merged, "Gitea merges once the checks pass");
+    assert_eq!(env.gitea.get(1).await.unwrap().state, ProposalState::Merged);
+    env.fake.assert_no_violations();
+}

@@ -502,3 +502,73 @@ async fn stalled_api_is_given_up_after_the_read_timeout() {
     );
     assert_eq!(api.count("/repos/acme/images/pulls/7"), 2, "two attempts");
 }
+
+/// Automerge's calls: reviews (the latest verdict per reviewer counts; a comment does not lift
+/// a request for changes), every status on the head, and the merge at the checked head —
+/// refused while branch protection's required check is missing or when the head moved.
+#[tokio::test]
+async fn automerge_reads_reviews_and_statuses_and_merges_at_the_checked_head() {
+    use rebake::forge::{MergeOutcome, MergeRequest};
+    let env = env().await;
+    let gh = client(&env, TOKEN);
+    let p = gh.create(&nginx()).await.unwrap();
+    let sha = p.head_sha.clone();
+
+    assert!(gh.changes_requested(1).await.unwrap().is_empty());
+    env.fake.add_review(1, "alice", "CHANGES_REQUESTED");
+    env.fake.add_review(1, "alice", "COMMENTED");
+    env.fake.add_review(1, "bob", "APPROVED");
+    assert_eq!(gh.changes_requested(1).await.unwrap(), ["alice"]);
+    env.fake.add_review(1, "alice", "APPROVED");
+    assert!(gh.changes_requested(1).await.unwrap().is_empty());
+
+    gh.set_status(&sha, StatusState::Success, "rebake/test", "passed")
+        .await
+        .unwrap();
+    env.fake.set_status(&sha, "ci/build", "pending");
+    let mut statuses = gh.statuses(&sha).await.unwrap();
+    statuses.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        statuses,
+        [
+            ("ci/build".to_string(), StatusState::Pending),
+            ("rebake/test".to_string(), StatusState::Success)
+        ]
+    );
+
+    let request = MergeRequest {
+        title: "nginx: security update".into(),
+        when_checks_succeed: false,
+        committer: rebake::git::Identity::new("rebake", "rebake@example.invalid"),
+    };
+    env.fake.require_status_checks(&["ci/build"]);
+    match gh.merge(&p, &request).await.unwrap() {
+        MergeOutcome::NotMerged(why) => {
+            assert!(why.contains("Required status check \"ci/build\""), "{why}")
+        }
+        other => panic!("merged before the required check passed: {other:?}"),
+    }
+    let moved = rebake::forge::Proposal {
+        head_sha: env.shas["main"].clone(),
+        ..p.clone()
+    };
+    env.fake.set_status(&sha, "ci/build", "success");
+    match gh.merge(&moved, &request).await.unwrap() {
+        MergeOutcome::NotMerged(why) => assert!(why.contains("Head branch was modified"), "{why}"),
+        other => panic!("merged another head than the one checked: {other:?}"),
+    }
+    let MergeOutcome::Merged { commit } = gh.merge(&p, &request).await.unwrap() else {
+        panic!("not merged")
+    };
+    let pr = env.fake.pr(1);
+    assert!(pr.merged);
+    assert_eq!(commit, pr.merge_commit_sha);
+    let put = env
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "PUT")
+        .unwrap();
+    assert_eq!(put.body.unwrap()["sha"], json!(sha));
+    env.fake.assert_no_violations();
+}

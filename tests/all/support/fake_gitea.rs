@@ -83,7 +83,24 @@ pub struct FakeStatus {
     pub created_at: String,
 }
 
+/// A review as the fake holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeReview {
+    pub id: i64,
+    pub number: u64,
+    pub login: String,
+    /// `APPROVED`, `REQUEST_CHANGES`, `COMMENT`.
+    pub state: String,
+    pub dismissed: bool,
+    pub commit_id: String,
+    pub submitted_at: String,
+}
+
 struct State {
+    /// Reviews, oldest first.
+    reviews: Vec<FakeReview>,
+    /// Pull requests whose merge waits for their checks (`merge_when_checks_succeed`).
+    scheduled: Vec<u64>,
     next_id: i64,
     next_number: u64,
     prs: Vec<FakePr>,
@@ -172,6 +189,8 @@ impl FakeGitea {
             token: token.to_string(),
             git_dir: git_dir.to_path_buf(),
             state: Mutex::new(State {
+                reviews: Vec::new(),
+                scheduled: Vec::new(),
                 next_id: 100,
                 next_number: 1,
                 prs: Vec::new(),
@@ -293,6 +312,50 @@ impl FakeGitea {
     /// The commit `branch` points at in the bare repository.
     pub fn branch_sha(&self, branch: &str) -> Option<String> {
         self.inner.branch_sha(branch)
+    }
+
+    /// A person's review of pull request `number` at its current head.
+    pub fn add_review(&self, number: u64, login: &str, state: &str, dismissed: bool) {
+        let mut st = self.state();
+        let head = st
+            .prs
+            .iter()
+            .find(|p| p.number == number)
+            .map(|p| p.head.clone())
+            .unwrap_or_else(|| panic!("fake Gitea has no pull request #{number}"));
+        let commit_id = self.inner.branch_sha(&head).unwrap_or_default();
+        let id = next_id(&mut st);
+        st.reviews.push(FakeReview {
+            id,
+            number,
+            login: login.to_string(),
+            state: state.to_string(),
+            dismissed,
+            commit_id,
+            submitted_at: now(),
+        });
+    }
+
+    /// Sets a commit status as a CI system would (and, as Gitea does, merges a pull request
+    /// scheduled to merge when its checks succeed).
+    pub fn set_status(&self, sha: &str, context: &str, state: &str) {
+        let mut st = self.state();
+        let s = FakeStatus {
+            id: next_id(&mut st),
+            sha: sha.to_string(),
+            state: state.to_string(),
+            context: context.to_string(),
+            description: String::new(),
+            target_url: String::new(),
+            created_at: now(),
+        };
+        st.statuses.push(s);
+        self.inner.run_scheduled_merges(&mut st);
+    }
+
+    /// Pull requests waiting to be merged when their checks succeed.
+    pub fn scheduled_merges(&self) -> Vec<u64> {
+        self.state().scheduled.clone()
     }
 
     /// Merges pull request `number` as Gitea's merge button (style "merge") does: a real merge
@@ -693,7 +756,51 @@ impl Inner {
                     created_at: now(),
                 };
                 st.statuses.push(s.clone());
+                self.run_scheduled_merges(st);
                 answer(201, self.status_json(&s))
+            }
+            ("POST", "/repos/{owner}/{repo}/pulls/{index}/merge") => {
+                let Some(pr) = st.prs.iter().find(|p| Some(p.number) == index).cloned() else {
+                    return not_found();
+                };
+                if pr.merged {
+                    return answer(405, self.error("The PR is already merged"));
+                }
+                let head = self.branch_sha(&pr.head).unwrap_or_default();
+                if let Some(h) = b.get("head_commit_id").and_then(Value::as_str) {
+                    if !h.is_empty() && h != head {
+                        return answer(409, self.error("head out of date"));
+                    }
+                }
+                let when_checks = b
+                    .get("merge_when_checks_succeed")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if when_checks && !self.checks_pass(st, &head) {
+                    // Gitea schedules the merge (real Gitea answers 201 here; the swagger
+                    // documents only 200) and merges once a status makes the checks pass.
+                    if !st.scheduled.contains(&pr.number) {
+                        st.scheduled.push(pr.number);
+                    }
+                    return answer(200, Value::Null);
+                }
+                match self.merge_locked(st, pr.number) {
+                    Ok(_) => answer(200, Value::Null),
+                    Err(e) => answer(405, self.error(&e)),
+                }
+            }
+            ("GET", "/repos/{owner}/{repo}/pulls/{index}/reviews") => {
+                if !st.prs.iter().any(|p| Some(p.number) == index) {
+                    return not_found();
+                }
+                let items: Vec<Value> = st
+                    .reviews
+                    .iter()
+                    .filter(|r| Some(r.number) == index)
+                    .map(|r| self.review_json(r))
+                    .collect();
+                let (h, v) = paginate(st, q, items);
+                (200, h, v)
             }
             ("GET", "/repos/{owner}/{repo}/statuses/{sha}") => {
                 let sha = &params["sha"];
@@ -978,6 +1085,45 @@ impl Inner {
             return Some(r.to_string());
         }
         self.branch_sha(r)
+    }
+
+    /// Every context's latest status on `sha` is success (none pending, none failed).
+    fn checks_pass(&self, st: &State, sha: &str) -> bool {
+        let mut latest: BTreeMap<&str, &str> = BTreeMap::new();
+        for s in st.statuses.iter().filter(|s| s.sha == sha) {
+            latest.insert(&s.context, &s.state);
+        }
+        latest.values().all(|s| *s == "success")
+    }
+
+    /// Merges the scheduled pull requests whose checks now pass.
+    fn run_scheduled_merges(&self, st: &mut State) {
+        for number in st.scheduled.clone() {
+            let Some(pr) = st.prs.iter().find(|p| p.number == number).cloned() else {
+                continue;
+            };
+            let head = self.branch_sha(&pr.head).unwrap_or_default();
+            if self.checks_pass(st, &head) && self.merge_locked(st, number).is_ok() {
+                st.scheduled.retain(|n| *n != number);
+            }
+        }
+    }
+
+    fn review_json(&self, r: &FakeReview) -> Value {
+        json!({
+            "id": r.id,
+            "user": self.user_json(&r.login),
+            "state": r.state,
+            "body": "",
+            "commit_id": r.commit_id,
+            "stale": false,
+            "official": true,
+            "dismissed": r.dismissed,
+            "comments_count": 0,
+            "submitted_at": r.submitted_at,
+            "html_url": format!("{}/{}/{}/pulls/{}#issuecomment-{}", self.base_url, self.owner, self.repo, r.number, r.id),
+            "pull_request_url": format!("{}/{}/{}/pulls/{}", self.base_url, self.owner, self.repo, r.number),
+        })
     }
 
     fn merge_locked(&self, st: &mut State, number: u64) -> Result<String, String> {

@@ -73,8 +73,24 @@ pub struct FakeStatus {
     pub created_at: String,
 }
 
+/// A review as the fake holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeReview {
+    pub id: u64,
+    pub number: u64,
+    pub login: String,
+    /// `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`, `DISMISSED`.
+    pub state: String,
+    pub commit_id: String,
+    pub submitted_at: String,
+}
+
 #[derive(Default)]
 struct State {
+    /// Reviews, oldest first.
+    reviews: Vec<FakeReview>,
+    /// Status contexts branch protection requires before a merge (GitHub answers 405).
+    required_contexts: Vec<String>,
     next_id: u64,
     next_number: u64,
     prs: Vec<FakePr>,
@@ -222,6 +238,49 @@ impl FakeGitHub {
     /// The commit `branch` points at in the bare repository.
     pub fn branch_sha(&self, branch: &str) -> Option<String> {
         self.inner.branch_sha(branch)
+    }
+
+    /// A person's review of PR `number` at its current head.
+    pub fn add_review(&self, number: u64, login: &str, state: &str) {
+        let mut st = self.state();
+        let head = st
+            .prs
+            .iter()
+            .find(|p| p.number == number)
+            .map(|p| p.head.clone())
+            .unwrap_or_else(|| panic!("fake GitHub has no PR #{number}"));
+        let commit_id = self.inner.branch_sha(&head).unwrap_or_default();
+        st.next_id += 1;
+        let id = st.next_id;
+        st.reviews.push(FakeReview {
+            id,
+            number,
+            login: login.to_string(),
+            state: state.to_string(),
+            commit_id,
+            submitted_at: now(),
+        });
+    }
+
+    /// Branch protection: a merge needs these status contexts to be success on the head.
+    pub fn require_status_checks(&self, contexts: &[&str]) {
+        self.state().required_contexts = contexts.iter().map(|c| c.to_string()).collect();
+    }
+
+    /// Sets a commit status as a CI system would.
+    pub fn set_status(&self, sha: &str, context: &str, state: &str) {
+        let mut st = self.state();
+        st.next_id += 1;
+        let id = st.next_id;
+        st.statuses.push(FakeStatus {
+            id,
+            sha: sha.to_string(),
+            state: state.to_string(),
+            context: context.to_string(),
+            description: None,
+            target_url: None,
+            created_at: now(),
+        });
     }
 
     /// Merges PR `number` as GitHub's merge button does: a real merge commit on the base
@@ -503,9 +562,33 @@ impl Inner {
                 answer(200, self.pr_json(&p, true))
             }
             ("PUT", "/repos/{owner}/{repo}/pulls/{pull_number}/merge") => {
-                let Some(n) = number.filter(|n| st.prs.iter().any(|p| p.number == *n)) else {
+                let Some(pr) = st.prs.iter().find(|p| Some(p.number) == number).cloned() else {
                     return not_found();
                 };
+                let head = self.branch_sha(&pr.head).unwrap_or_default();
+                if let Some(sha) = b.get("sha").and_then(Value::as_str) {
+                    if pr.state == "open" && sha != head {
+                        return answer(
+                            409,
+                            json!({ "message": "Head branch was modified. Review and try the merge again.", "documentation_url": DOCS }),
+                        );
+                    }
+                }
+                // Branch protection: every required context's latest status is success.
+                let missing = st.required_contexts.iter().find(|c| {
+                    st.statuses
+                        .iter()
+                        .rev()
+                        .find(|s| s.sha == head && &s.context == *c)
+                        .is_none_or(|s| s.state != "success")
+                });
+                if let Some(c) = missing {
+                    return answer(
+                        405,
+                        json!({ "message": format!("Required status check \"{c}\" is expected."), "documentation_url": DOCS }),
+                    );
+                }
+                let n = pr.number;
                 match self.merge_locked(st, n) {
                     Ok(sha) => answer(
                         200,
@@ -513,6 +596,18 @@ impl Inner {
                     ),
                     Err(e) => answer(405, json!({ "message": e, "documentation_url": DOCS })),
                 }
+            }
+            ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews") => {
+                if !st.prs.iter().any(|p| Some(p.number) == number) {
+                    return not_found();
+                }
+                let reviews: Vec<Value> = st
+                    .reviews
+                    .iter()
+                    .filter(|r| Some(r.number) == number)
+                    .map(|r| self.review_json(r))
+                    .collect();
+                answer(200, Value::Array(reviews))
             }
             ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers") => {
                 let Some(p) = st.prs.iter_mut().find(|p| Some(p.number) == number) else {
@@ -931,6 +1026,32 @@ impl Inner {
                 "type": if login.ends_with("[bot]") { "Bot" } else { "User" },
                 "url": format!("{}/users/{}", self.base_url, url_segment(login)),
                 "html_url": format!("{}/{}", self.base_url, url_segment(login)),
+            }),
+        );
+        v
+    }
+
+    fn review_json(&self, r: &FakeReview) -> Value {
+        let mut v = self.skeleton("pull-request-review");
+        let html = format!(
+            "{}/{}/{}/pull/{}#pullrequestreview-{}",
+            self.base_url, self.owner, self.repo, r.number, r.id
+        );
+        let pr = self.api_url(&format!("/pulls/{}", r.number));
+        merge(
+            &mut v,
+            json!({
+                "id": r.id,
+                "node_id": format!("PRR_{}", r.id),
+                "user": self.user_json(&r.login),
+                "body": "",
+                "state": r.state,
+                "html_url": html,
+                "pull_request_url": pr,
+                "_links": { "html": { "href": html }, "pull_request": { "href": pr } },
+                "submitted_at": r.submitted_at,
+                "commit_id": r.commit_id,
+                "author_association": "COLLABORATOR",
             }),
         );
         v
