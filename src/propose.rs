@@ -517,9 +517,19 @@ async fn propose_unit<F: Forge>(
         .iter()
         .map(|p| Lock::read(&crate::lock::path_for(scratch, &p.name)).ok())
         .collect();
-    let branch_head = {
+    // A branch whose head the default branch already contains (a merged proposal whose branch
+    // was kept) is never reused: its files are what main had, not a new proposal.
+    let (branch_head, merged_already) = {
         let b = branch.to_string();
-        with_workspace(run, move |ws| ws.remote_head(&b)).await?
+        with_workspace(run, move |ws| {
+            let head = ws.remote_head(&b)?;
+            let merged = match head {
+                Some(h) => ws.is_ancestor(h, base)?,
+                None => false,
+            };
+            Ok((head, merged))
+        })
+        .await?
     };
     if branch_head.is_none() && opened >= cap {
         rows.extend(rows_for(
@@ -537,8 +547,10 @@ async fn propose_unit<F: Forge>(
     let mut built = false;
     for (i, p) in pending.iter().enumerate() {
         let reused = match branch_head {
-            Some(head) => branch_holds_current(run, builder, scratch, p, head).await?,
-            None => false,
+            Some(head) if !merged_already => {
+                branch_holds_current(run, builder, scratch, p, head).await?
+            }
+            _ => false,
         };
         if reused {
             locks.push(Lock::read(&crate::lock::path_for(scratch, &p.name))?);

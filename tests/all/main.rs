@@ -1,3 +1,4 @@
+mod automerge;
 mod check;
 
 mod build;

@@ -182,7 +182,7 @@ fn rebake_with(state: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
 }
 
 /// The JSON report is what docs/scan-report.schema.json documents.
-fn assert_matches_schema(report: &Value) {
+pub fn assert_matches_schema(report: &Value) {
     let schema: Value = serde_json::from_str(include_str!("../../docs/scan-report.schema.json"))
         .expect("schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");

@@ -101,6 +101,8 @@ struct State {
     reviews: Vec<FakeReview>,
     /// Pull requests whose merge waits for their checks (`merge_when_checks_succeed`).
     scheduled: Vec<u64>,
+    /// Status contexts a CI system starts (pending) on the head of each new pull request.
+    ci_contexts: Vec<String>,
     next_id: i64,
     next_number: u64,
     prs: Vec<FakePr>,
@@ -191,6 +193,7 @@ impl FakeGitea {
             state: Mutex::new(State {
                 reviews: Vec::new(),
                 scheduled: Vec::new(),
+                ci_contexts: Vec::new(),
                 next_id: 100,
                 next_number: 1,
                 prs: Vec::new(),
@@ -351,6 +354,12 @@ impl FakeGitea {
         };
         st.statuses.push(s);
         self.inner.run_scheduled_merges(&mut st);
+    }
+
+    /// From now on, each new pull request gets a pending `context` on its head, as a CI
+    /// workflow triggered by the pull request would post.
+    pub fn ci_on_pull_request(&self, context: &str) {
+        self.state().ci_contexts.push(context.to_string());
     }
 
     /// Pull requests waiting to be merged when their checks succeed.
@@ -951,6 +960,19 @@ impl Inner {
         };
         st.next_number += 1;
         st.prs.push(p.clone());
+        // CI triggered by the pull request: its check starts on the head.
+        for context in st.ci_contexts.clone() {
+            let s = FakeStatus {
+                id: next_id(st),
+                sha: p.head_sha.clone(),
+                state: "pending".into(),
+                context,
+                description: "running".into(),
+                target_url: String::new(),
+                created_at: now(),
+            };
+            st.statuses.push(s);
+        }
         answer(201, self.pr_json(st, &p))
     }
 
