@@ -215,7 +215,7 @@ pub fn rebuild_reason(old: Option<&Lock>, new: &Lock) -> String {
 
 /// The Security Tracker page of a CVE, DSA or DLA.
 fn cve_link(id: &str) -> String {
-    format!("[{id}](https://security-tracker.debian.org/tracker/{id})")
+    format!("[{id}]({})", crate::security::tracker_page(id))
 }
 
 /// The proposal body: deterministic Markdown (same inputs, same bytes). `branch` is the

@@ -32,6 +32,7 @@ pub mod redact;
 pub mod render;
 pub mod repo;
 pub mod rollout;
+pub mod sarif;
 pub mod sbom;
 pub mod security;
 pub mod server;

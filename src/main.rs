@@ -159,9 +159,27 @@ enum Command {
         /// Exit with status 3 when any update is found (for CI).
         #[arg(long)]
         fail_on_updates: bool,
+        /// human, json (docs/scan-report.schema.json) or sarif (SARIF 2.1.0, for code scanning).
         #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        format: ScanFormatArg,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScanFormatArg {
+    Human,
+    Json,
+    Sarif,
+}
+
+impl From<ScanFormatArg> for app::ScanFormat {
+    fn from(f: ScanFormatArg) -> Self {
+        match f {
+            ScanFormatArg::Human => app::ScanFormat::Human,
+            ScanFormatArg::Json => app::ScanFormat::Json,
+            ScanFormatArg::Sarif => app::ScanFormat::Sarif,
+        }
+    }
 }
 
 impl From<Format> for OutputFormat {

@@ -219,6 +219,11 @@ pub async fn read_location(location: &str, limit: u64, what: &str) -> Result<Vec
 }
 
 /// Where Debian publishes the Security Tracker's data: rebake's default tracker.
+/// The Security Tracker page of a CVE, DSA or DLA.
+pub fn tracker_page(id: &str) -> String {
+    format!("https://security-tracker.debian.org/tracker/{id}")
+}
+
 pub const DEFAULT_TRACKER_URL: &str = "https://security-tracker.debian.org/tracker/data/json";
 
 /// The tracker's JSON from `url`, through a cache in `cache_dir`: a conditional GET (its

@@ -34,7 +34,7 @@ pub use propose::{propose, propose_async, ProposeRequest};
 pub use render::{render, RenderRequest};
 pub use run::{embedded_default_repo, run_once, RunRequest, EMBEDDED_DEFAULT};
 pub use sbom::{sbom, SbomFormat, SbomRequest};
-pub use scan::{inventories_from_repo, scan, ScanRequest, EXIT_UPDATES_FOUND};
+pub use scan::{inventories_from_repo, scan, ScanFormat, ScanRequest, EXIT_UPDATES_FOUND};
 pub use serve::{scan_schedules, scan_schedules_at_default_branch, serve, ServiceJobs};
 
 /// What every command knows: where the repository, config and state are.

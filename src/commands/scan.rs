@@ -17,7 +17,17 @@ pub struct ScanRequest {
     pub security_tracker: Option<String>,
     pub advisories: Vec<String>,
     pub fail_on_updates: bool,
-    pub format: OutputFormat,
+    pub format: ScanFormat,
+}
+
+/// How `rebake scan` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanFormat {
+    Human,
+    /// `docs/scan-report.schema.json`.
+    Json,
+    /// SARIF 2.1.0 ([`crate::sarif`]).
+    Sarif,
 }
 
 /// One inventory per requested image, from its lock (an image without a lock yet is noted,
@@ -203,8 +213,23 @@ pub fn scan(ctx: &Context, req: ScanRequest) -> Result<u8> {
         first_seen.save()?;
     }
     match req.format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Human => print!("{}", plan::render_table(&report)),
+        ScanFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ScanFormat::Human => print!("{}", plan::render_table(&report)),
+        ScanFormat::Sarif => {
+            // Findings point into the image's lock when the scan read the repository's locks.
+            let sarif = crate::sarif::to_sarif(&report, |image| {
+                if !from_policies {
+                    return None;
+                }
+                let path = lock::path_for(&ctx.repo, &image.image);
+                let text = std::fs::read_to_string(path).ok()?;
+                Some(crate::sarif::Artifact::from_lock(
+                    &format!("images/{}/rebake.lock", image.image),
+                    &text,
+                ))
+            });
+            println!("{}", serde_json::to_string_pretty(&sarif)?);
+        }
     }
     if req.fail_on_updates && report.finding_count() > 0 {
         return Ok(EXIT_UPDATES_FOUND);

@@ -110,7 +110,10 @@ fn deploys(ops: &GitOps, state: &Path, env: &[(&str, &str)], container: &str) {
         Some(0),
         "{}\nmain:\n{}",
         text(&deployed),
-        git(&ops.bare, &["log", "--graph", "--format=%h %an %s", "-8", "main"])
+        git(
+            &ops.bare,
+            &["log", "--graph", "--format=%h %an %s", "-8", "main"]
+        )
     );
     let running = std::process::Command::new("docker")
         .args(["inspect", "-f", "{{.Image}}", container])
@@ -352,9 +355,8 @@ fn point_release_waits_out_min_age_then_is_proposed() {
     // base-files for the first time today, as on the day of a point release.
     git(&ops.clone, &["pull", "-q", "--ff-only", "origin", "main"]);
     let lock_path = ops.clone.join("images/ticker/rebake.lock");
-    let lock =
-        rebake::lock::Lock::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path)
-            .unwrap();
+    let lock = rebake::lock::Lock::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path)
+        .unwrap();
     let current = lock
         .packages
         .iter()

@@ -1259,3 +1259,91 @@ fn running_containers_are_scanned_and_agree_with_apt() {
         "{other}"
     );
 }
+
+/// `rebake scan --format sarif` is valid SARIF 2.1.0 (OASIS's schema): one result per image,
+/// source package and CVE, the CVE's urgency as the level, and fingerprints that do not move
+/// when only the versions do — a rescan after the installed version changed keeps them.
+#[test]
+fn sarif_report_is_valid_and_its_fingerprints_ignore_versions() {
+    let s = Scenario::typical();
+    let tracker = s.state.path().join("tracker.json");
+    std::fs::write(
+        &tracker,
+        r#"{"openssl": {
+            "CVE-2025-9230": {"releases": {"trixie": {"status": "resolved", "fixed_version": "3.5.4-1~deb13u1", "urgency": "high"}}},
+            "CVE-2025-9231": {"releases": {"trixie": {"status": "resolved", "fixed_version": "3.5.4-1~deb13u1", "urgency": "low"}}}
+        }}"#,
+    )
+    .unwrap();
+    let sarif = |s: &Scenario| -> Value {
+        let out = s.scan(&[
+            "--format",
+            "sarif",
+            "--security-tracker",
+            tracker.to_str().unwrap(),
+        ]);
+        assert_success(&out);
+        serde_json::from_slice(&out.stdout).expect("SARIF is JSON")
+    };
+    let log = sarif(&s);
+    let schema: Value =
+        serde_json::from_str(include_str!("../data/sarif/sarif-schema-2.1.0.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the SARIF schema compiles");
+    assert!(
+        !validator.is_valid(&serde_json::json!({"version": "2.1.0", "runs": [{"results": []}]})),
+        "the schema refuses a run without its tool"
+    );
+    let errors: Vec<String> = validator
+        .iter_errors(&log)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not valid SARIF 2.1.0: {errors:#?}\n{log:#}"
+    );
+
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    let by_rule = |rule: &str| -> &Value {
+        results
+            .iter()
+            .find(|r| r["ruleId"] == rule)
+            .unwrap_or_else(|| panic!("no result for {rule}: {log:#}"))
+    };
+    assert_eq!(by_rule("CVE-2025-9230")["level"], "error");
+    assert_eq!(by_rule("CVE-2025-9231")["level"], "note");
+    assert_eq!(by_rule("rebake/update")["properties"]["source"], "tzdata");
+    assert_eq!(results.len(), 3, "{log:#}");
+    let rules: Vec<&str> = log["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["CVE-2025-9230", "CVE-2025-9231", "rebake/update"]);
+    let fingerprints = |log: &Value| -> Vec<String> {
+        log["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["partialFingerprints"]["rebakeFinding/v1"].to_string())
+            .collect()
+    };
+    let before = fingerprints(&log);
+    assert_eq!(
+        before
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3,
+        "one fingerprint per finding: {before:?}"
+    );
+
+    // The image now has another (still vulnerable) openssl: the same findings, same prints.
+    std::fs::write(&s.status, typical_status().replace("3.5.1-1", "3.5.0-2")).unwrap();
+    let again = sarif(&s);
+    assert_eq!(
+        again["runs"][0]["results"][0]["properties"]["installed"],
+        "3.5.0-2"
+    );
+    assert_eq!(fingerprints(&again), before);
+}
