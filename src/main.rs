@@ -130,6 +130,17 @@ enum Command {
         #[arg(long, value_enum, default_value = "spdx")]
         format: SbomFormatArg,
     },
+    /// The fleet at a glance: per image its lock, pending updates, open proposal, what each
+    /// deploy target runs, and the last error.
+    Status {
+        /// Images to show (default: every policy's image).
+        images: Vec<String>,
+        /// apt deb822 .sources file to read archives from (default: rebake.yaml's, else the host's apt sources).
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Report installed packages that have a newer version in the verified Debian archive.
     Scan {
         /// Images to scan (default: every policy's image).
@@ -277,6 +288,18 @@ fn main() -> ExitCode {
                 no_push,
                 force,
                 no_cache,
+                format: format.into(),
+            },
+        ),
+        Command::Status {
+            images,
+            sources,
+            format,
+        } => app::status(
+            &ctx,
+            app::StatusRequest {
+                images,
+                sources,
                 format: format.into(),
             },
         ),

@@ -177,6 +177,32 @@ fn plain_git_security_proposal_is_fast_forwarded_then_deployed() {
     let after = rebake(&ops, state, &["propose", "--no-push"], &[]);
     assert_eq!(action(&after, "ticker"), "current", "{}", text(&after));
     deploys(&ops, state, &[], container);
+
+    // The fleet view: locked, current, no proposal open, the target runs the lock's image.
+    let status = rebake(&ops, state, &["status", "--format", "json"], &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["image"], "ticker", "{rows:#}");
+    assert_eq!(row["pending"]["sources"], 0, "{rows:#}");
+    assert_eq!(row["proposal"], serde_json::Value::Null, "{rows:#}");
+    assert_eq!(
+        row["targets"][0]["target"],
+        format!("docker:{container}"),
+        "{rows:#}"
+    );
+    assert_eq!(row["targets"][0]["image_ref"], row["locked"], "{rows:#}");
+    assert_eq!(row["targets"][0]["current"], true, "{rows:#}");
+    assert_eq!(row["last_error"], serde_json::Value::Null, "{rows:#}");
+    let table = rebake(&ops, state, &["status"], &[]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("IMAGE"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ticker") && l.contains("current")),
+        "{table}"
+    );
 }
 
 const GITHUB_TOKEN: &str = "ghp_testTOKEN0123456789";

@@ -1,0 +1,274 @@
+//! `rebake status`: the fleet at a glance, as the default branch, the verified archive, the
+//! forge and the deployment log say — per image its lock, pending updates (security fixes and
+//! CVEs, or held by a cooldown), open proposal, what each target runs and the last error.
+
+use super::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub images: Vec<String>,
+    pub sources: Option<PathBuf>,
+    pub format: OutputFormat,
+}
+
+/// One image's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageStatus {
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The default branch's lock: the image reference (digest, else id); None: not built yet.
+    pub locked: Option<String>,
+    pub tests_passed: Option<bool>,
+    pub pending: Pending,
+    pub proposal: Option<ProposalStatus>,
+    pub targets: Vec<TargetStatus>,
+    /// The latest refusal or failed deploy since the last success, from the deployment log.
+    pub last_error: Option<LoggedError>,
+}
+
+/// What the verified archive has that the lock does not.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pending {
+    /// Source packages with a newer candidate (the policy's `updates` decide which count).
+    pub sources: usize,
+    /// Of which carry a security fix.
+    pub security: usize,
+    /// CVE ids those fix (when the tracker or changelog names them).
+    pub cves: usize,
+    /// Held by `updates.min_age` until then.
+    pub held_until: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProposalStatus {
+    pub url: String,
+    pub title: String,
+    pub head: String,
+}
+
+/// What one deploy target last got, from the deployment log.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub target: String,
+    pub image_ref: String,
+    pub time: String,
+    /// It runs the lock's image.
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedError {
+    pub time: String,
+    pub message: String,
+}
+
+/// `rebake status`.
+pub fn status(ctx: &Context, req: StatusRequest) -> Result<u8> {
+    let rows = runtime()?.block_on(status_async(ctx, &req))?;
+    match req.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        OutputFormat::Human => print!("{}", render(&rows)),
+    }
+    Ok(0)
+}
+
+/// Every image's state at the default branch's head.
+pub async fn status_async(ctx: &Context, req: &StatusRequest) -> Result<Vec<ImageStatus>> {
+    use crate::forge::Forge;
+    let config = ctx.load_config()?;
+    let state_dir = ctx.state_dir(&config);
+    let c = connect_forge(ctx, &config, &state_dir).await?;
+    let scratch = tempfile::tempdir()?;
+    let to = scratch.path().to_path_buf();
+    crate::git::with_workspace(&c.remote_url, &c.workspace_dir, &c.auth, move |ws| {
+        ws.fetch()?;
+        let branch = ws.default_branch()?;
+        let head = ws
+            .remote_head(&branch)?
+            .ok_or_else(|| anyhow!("the remote has no branch {branch}"))?;
+        crate::repo::export_tree(ws.repo(), head, &to)
+    })
+    .await?;
+    let policies = crate::repo::policies(scratch.path(), &req.images)?;
+    let inventories = inventories_from_repo(scratch.path(), &req.images)?;
+    let entries = load_sources(req.sources.as_deref(), &config)?;
+    let fetcher = Fetcher::new(&state_dir, Progress::auto(false))?;
+    let tracker = tracker_from(&config, None, &[], &state_dir).await?;
+    let report = plan::scan(&fetcher, &entries, tracker.as_ref(), &inventories).await?;
+    let mut first_seen = crate::cooldown::FirstSeen::load(&state_dir)?;
+    let log = read_log(&state_dir)?;
+    let mut rows = Vec::new();
+    for p in &policies {
+        let lock = Lock::read(&lock::path_for(scratch.path(), &p.name)).ok();
+        let locked = lock
+            .as_ref()
+            .and_then(|l| l.image.as_ref())
+            .map(|i| i.digest.clone().unwrap_or_else(|| i.id.clone()));
+        let mut pending = Pending::default();
+        if let Some(scan) = report.images.iter().find(|i| i.image == p.name) {
+            pending.sources = scan.sources.len();
+            pending.security = scan.sources.iter().filter(|s| s.security).count();
+            pending.cves = scan
+                .sources
+                .iter()
+                .flat_map(|s| s.cves.iter().map(|c| c.id.as_str()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            pending.held_until =
+                crate::cooldown::cooldown(p, scan, &report.archive, &mut first_seen)
+                    .filter(|c| c.held)
+                    .map(|c| c.eligible_at.to_rfc3339());
+        }
+        let branch = crate::repo::proposal_branch(&p.name, p.review.group.as_deref());
+        let proposal = c.forge.find_open(&branch).await?.map(|pr| ProposalStatus {
+            url: pr.url,
+            title: pr.title,
+            head: pr.head_sha,
+        });
+        let (targets, last_error) = from_log(&log, &p.name, locked.as_deref());
+        rows.push(ImageStatus {
+            image: p.name.clone(),
+            group: p.review.group.clone(),
+            locked,
+            tests_passed: lock
+                .as_ref()
+                .and_then(|l| l.tests.as_ref())
+                .map(|t| t.passed),
+            pending,
+            proposal,
+            targets,
+            last_error,
+        });
+    }
+    first_seen.save()?;
+    Ok(rows)
+}
+
+/// The deployment log's entries, oldest first (unreadable lines skipped).
+fn read_log(state_dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let path = state_dir.join(crate::rollout::DEPLOYMENT_LOG);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Each target's last successful deploy of `image`, and the last error after the last success.
+fn from_log(
+    log: &[serde_json::Value],
+    image: &str,
+    locked: Option<&str>,
+) -> (Vec<TargetStatus>, Option<LoggedError>) {
+    let mut targets: BTreeMap<String, TargetStatus> = BTreeMap::new();
+    let mut last_error = None;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    for entry in log
+        .iter()
+        .filter(|e| e["image"] == image && e.get("event").is_none())
+    {
+        let time = text(&entry["time"]);
+        if let Some(why) = entry["refused"].as_str() {
+            last_error = Some(LoggedError {
+                time: time.clone(),
+                message: format!("refused: {why}"),
+            });
+        }
+        for t in entry["targets"].as_array().into_iter().flatten() {
+            let result = t["result"].as_str().unwrap_or_default();
+            if matches!(result, "deployed" | "unchanged") {
+                let to = text(&t["to"]);
+                targets.insert(
+                    text(&t["target"]),
+                    TargetStatus {
+                        target: text(&t["target"]),
+                        current: Some(to.as_str()) == locked,
+                        image_ref: to,
+                        time: time.clone(),
+                    },
+                );
+                last_error = None;
+            } else {
+                last_error = Some(LoggedError {
+                    time: time.clone(),
+                    message: format!(
+                        "{} {result}: {}",
+                        text(&t["target"]),
+                        t["reason"].as_str().unwrap_or("")
+                    ),
+                });
+            }
+        }
+    }
+    (targets.into_values().collect(), last_error)
+}
+
+/// `sha256:0123456789ab` / `repo@sha256:0123456789ab`: enough to tell images apart.
+fn short(image_ref: &str) -> String {
+    match image_ref.split_once("sha256:") {
+        Some((head, hex)) => format!("{head}sha256:{}", &hex[..hex.len().min(12)]),
+        None => image_ref.to_string(),
+    }
+}
+
+/// The human table.
+fn render(rows: &[ImageStatus]) -> String {
+    let mut table = vec![vec![
+        "IMAGE".to_string(),
+        "LOCKED".into(),
+        "PENDING".into(),
+        "PROPOSAL".into(),
+        "DEPLOYED".into(),
+        "LAST ERROR".into(),
+    ]];
+    for r in rows {
+        let pending = match (&r.pending.held_until, r.pending.sources) {
+            (_, 0) => "current".to_string(),
+            (Some(until), n) => format!("{n} held until {until}"),
+            (None, n) => format!(
+                "{n} ({} security, {} CVEs)",
+                r.pending.security, r.pending.cves
+            ),
+        };
+        let deployed = if r.targets.is_empty() {
+            "-".to_string()
+        } else {
+            r.targets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {}{}",
+                        t.target,
+                        short(&t.image_ref),
+                        if t.current { "" } else { " (not the lock's)" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        table.push(vec![
+            r.image.clone(),
+            r.locked
+                .as_deref()
+                .map(short)
+                .unwrap_or_else(|| "not built".into()),
+            pending,
+            r.proposal
+                .as_ref()
+                .map(|p| p.url.clone())
+                .unwrap_or_else(|| "-".into()),
+            deployed,
+            r.last_error
+                .as_ref()
+                .map(|e| format!("{} {}", e.time, e.message))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    crate::output::table(&table)
+}
