@@ -139,6 +139,34 @@ pub fn cooldown(
     decisive
 }
 
+/// The first sighting of the earliest security fix `scan` carries (a candidate version of a
+/// security update), recording sightings in `store`: when the fix latency clock starts.
+pub fn fix_first_seen(
+    scan: &ImageScan,
+    suites: &[SuiteMeta],
+    store: &mut FirstSeen,
+) -> Option<DateTime<Utc>> {
+    scan.findings
+        .iter()
+        .filter(|f| f.security)
+        .filter_map(|f| {
+            let carried = suites
+                .iter()
+                .find(|s| s.suite == f.suite)
+                .and_then(|s| crate::debian::release::parse_date(&s.date).ok())?;
+            Some(store.see(
+                &SeenKey {
+                    release: &scan.suite,
+                    arch: &f.arch,
+                    package: &f.package,
+                    version: &f.candidate,
+                },
+                carried,
+            ))
+        })
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,3 +38,4 @@ pub mod security;
 pub mod server;
 pub mod state;
 pub mod test;
+pub mod timeline;

@@ -240,16 +240,21 @@ pub async fn propose_all<F: Forge>(
     Ok(results)
 }
 
-/// The cooldown of `policy`'s pending update, from the default branch's lock `old` (none for a
-/// first build, or when nothing the archive offers changed: a template or policy change).
-fn cooldown_of(
+/// `policy`'s pending update as the plan stage sees it from the default branch's lock `old`
+/// (none for a first build), with its cooldown and the first sighting of the earliest security
+/// fix it carries.
+fn pending_update(
     builder: &Builder,
     policy: &Policy,
     old: Option<&Lock>,
     first_seen: &mut crate::cooldown::FirstSeen,
-) -> Option<crate::cooldown::Cooldown> {
-    let old = old?;
-    let index = builder.index(policy).ok()?;
+) -> (
+    Option<crate::cooldown::Cooldown>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let (Some(old), Ok(index)) = (old, builder.index(policy)) else {
+        return (None, None);
+    };
     let inv = crate::plan::Inventory {
         name: policy.name.clone(),
         release: old.suite.clone(),
@@ -259,7 +264,10 @@ fn cooldown_of(
         note: None,
     };
     let scan = crate::plan::scan_inventory(index, None, &inv);
-    crate::cooldown::cooldown(policy, &scan, &index.suites, first_seen)
+    (
+        crate::cooldown::cooldown(policy, &scan, &index.suites, first_seen),
+        crate::cooldown::fix_first_seen(&scan, &index.suites, first_seen),
+    )
 }
 
 /// Whether `head` is rebake's own commit (author and committer `identity`) whose parent is on
@@ -454,10 +462,11 @@ async fn propose_unit<F: Forge>(
     let now = chrono::Utc::now();
     let mut held_rows = Vec::new();
     let mut cooldowns = Vec::new();
+    let mut fixes_seen = Vec::new();
     let mut waiting = Vec::new();
     for p in pending {
         let old = Lock::read(&crate::lock::path_for(scratch, &p.name)).ok();
-        let cooldown = cooldown_of(builder, p, old.as_ref(), first_seen);
+        let (cooldown, fix_seen) = pending_update(builder, p, old.as_ref(), first_seen);
         match cooldown {
             Some(c) if !c.is_over(now) => held_rows.extend(rows_for(
                 &[p],
@@ -468,6 +477,7 @@ async fn propose_unit<F: Forge>(
             )),
             c => {
                 cooldowns.push(c);
+                fixes_seen.push(fix_seen);
                 waiting.push(p);
             }
         }
@@ -665,6 +675,20 @@ async fn propose_unit<F: Forge>(
         };
     }
     let mut detail = (action == Action::Skipped).then(cap_note);
+    if p.is_some() && action != Action::Skipped {
+        // The fix latency clock: this head carries each image's security fixes from now on.
+        for (policy, seen) in pending.iter().zip(&fixes_seen) {
+            if let Some(seen) = seen {
+                crate::timeline::proposed(
+                    &run.plan.state_dir,
+                    &head.to_string(),
+                    &policy.name,
+                    *seen,
+                    chrono::Utc::now(),
+                )?;
+            }
+        }
+    }
     if let Some(proposal) = p.as_ref().filter(|_| action != Action::Skipped) {
         let members: Vec<crate::automerge::Member> = pending
             .iter()

@@ -153,20 +153,23 @@ async fn with_workspace<T: Send + 'static>(
 /// The proposal head that brought `image`'s current lock into `commit`: walking the first-parent
 /// history, the first commit whose lock differs from its parent's; for a merge, the merged
 /// branch's head (its second parent).
-fn proposal_head(ws: &Workspace, commit: Oid, image: &str) -> Result<Option<Oid>> {
+/// Also the time of the default branch's commit that brought it (the merge, or the
+/// fast-forwarded head itself).
+fn proposal_head(ws: &Workspace, commit: Oid, image: &str) -> Result<Option<(Oid, i64)>> {
     let path = lock::path_for(Path::new(""), image);
     let repo = ws.repo();
     let mut current = repo.find_commit(commit)?;
     let lock_at = |c: &git2::Commit| ws.read_file(c.id(), &path);
     let ours = lock_at(&current)?;
     loop {
+        let at = current.time().seconds();
         let Ok(parent) = current.parent(0) else {
-            return Ok(Some(current.id()));
+            return Ok(Some((current.id(), at)));
         };
         if lock_at(&parent)? != ours {
             return Ok(Some(match current.parent_id(1) {
-                Ok(merged) => merged,
-                Err(_) => current.id(),
+                Ok(merged) => (merged, at),
+                Err(_) => (current.id(), at),
             }));
         }
         current = parent;
@@ -216,13 +219,16 @@ struct Provenance {
     commit: Oid,
     /// The proposal head that brought the lock ([`proposal_head`]).
     head: Option<Oid>,
+    /// When the commit that brought it onto the default branch was made.
+    brought_at: Option<i64>,
     /// The lock at `head` has exactly the bytes of the lock at `commit`.
     same_lock: bool,
 }
 
 /// [`proposal_head`] of `image` at `commit`, and whether its lock is the one at `commit`.
 fn provenance(ws: &Workspace, commit: Oid, image: &str) -> Result<Provenance> {
-    let head = proposal_head(ws, commit, image)?;
+    let found = proposal_head(ws, commit, image)?;
+    let head = found.map(|(h, _)| h);
     let path = lock::path_for(Path::new(""), image);
     let same_lock = match head {
         Some(h) => ws.read_file(h, &path)? == ws.read_file(commit, &path)?,
@@ -231,6 +237,7 @@ fn provenance(ws: &Workspace, commit: Oid, image: &str) -> Result<Provenance> {
     Ok(Provenance {
         commit,
         head,
+        brought_at: found.map(|(_, at)| at),
         same_lock,
     })
 }
@@ -467,6 +474,16 @@ pub async fn deploy_commit<F: Forge>(
         record(&run.state_dir, &r)?;
         if r.ok() && record_commit {
             record_deployed(&run.state_dir, &repository, &r.image, &r.commit)?;
+            if let (Some(head), Some(at)) = (provenance.head, provenance.brought_at) {
+                let merged = chrono::DateTime::from_timestamp(at, 0).unwrap_or_default();
+                crate::timeline::deployed(
+                    &run.state_dir,
+                    &head.to_string(),
+                    &r.image,
+                    merged,
+                    chrono::Utc::now(),
+                )?;
+            }
         }
         out.push(r);
     }

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<MetricsInner>,
+    /// The state directory whose fix timeline (`rebake_fix_latency_seconds`) is shown.
+    timeline_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 /// The metrics, and the registry that writes them (it holds clones of the same counters).
@@ -142,11 +144,19 @@ impl Default for Metrics {
                 failures,
                 webhooks,
             }),
+            timeline_dir: None,
         }
     }
 }
 
 impl Metrics {
+    /// Also shows the fix latency histogram of `state_dir`'s timeline
+    /// ([`crate::timeline`]), read at each scrape (it survives restarts).
+    pub fn with_timeline(mut self, state_dir: &std::path::Path) -> Self {
+        self.timeline_dir = Some(Arc::new(state_dir.to_path_buf()));
+        self
+    }
+
     pub fn new() -> Self {
         let metrics = Metrics::default();
         for stage in ["scan", "deploy"] {
@@ -193,6 +203,12 @@ impl Metrics {
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.inner.registry)
             .expect("writing metrics to a String cannot fail");
+        if let Some(dir) = &self.timeline_dir {
+            match crate::timeline::read(dir) {
+                Ok(t) => out.push_str(&crate::timeline::exposition(&t)),
+                Err(e) => tracing::warn!("fix latency not shown: {e:#}"),
+            }
+        }
         out
     }
 }
@@ -290,5 +306,19 @@ rebake_webhooks_total{forge=\"github\",result=\"unauthorized\"} 1
 rebake_last_successful_scan_timestamp_seconds 1750000000
 "
         );
+    }
+
+    /// With a state directory, `/metrics` also shows its fix latency histogram.
+    #[test]
+    fn the_fix_timeline_is_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+        crate::timeline::proposed(dir.path(), "abc", "web", seen, seen).unwrap();
+        let text = Metrics::new().with_timeline(dir.path()).render();
+        assert!(
+            text.contains("rebake_fix_latency_seconds_count{image=\"web\",stage=\"proposed\"} 1"),
+            "{text}"
+        );
+        assert!(!Metrics::new().render().contains("rebake_fix_latency"));
     }
 }

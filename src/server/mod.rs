@@ -327,7 +327,7 @@ impl Service {
             schedules: watch::channel(config.schedules.clone()).0,
             deploys_from: config.deploys_from.clone(),
             limits: config.limits,
-            metrics: Metrics::new(),
+            metrics: Metrics::new().with_timeline(&config.state_dir),
             deliveries: Mutex::new(Deliveries {
                 path: deliveries_path,
                 seen: BoundedSet::new(MAX_DELIVERIES, deliveries.deliveries),

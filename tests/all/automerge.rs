@@ -178,6 +178,26 @@ fn plain_git_security_proposal_is_fast_forwarded_then_deployed() {
     assert_eq!(action(&after, "ticker"), "current", "{}", text(&after));
     deploys(&ops, state, &[], container);
 
+    // The fix's way to the running container, timed from its first verified sighting.
+    let timeline = rebake::timeline::read(state).unwrap();
+    let entry = &timeline[&format!("{head}/ticker")];
+    let (proposed, merged, deployed) = (
+        entry.proposed.expect("proposed"),
+        entry.merged.expect("merged"),
+        entry.deployed.expect("deployed"),
+    );
+    assert!(
+        entry.fix_first_seen <= proposed && merged <= deployed,
+        "{entry:?}"
+    );
+    assert!(deployed >= proposed, "{entry:?}");
+    let exposition = rebake::timeline::exposition(&timeline);
+    assert!(
+        exposition
+            .contains("rebake_fix_latency_seconds_count{image=\"ticker\",stage=\"deployed\"}"),
+        "{exposition}"
+    );
+
     // The fleet view: locked, current, no proposal open, the target runs the lock's image.
     let status = rebake(&ops, state, &["status", "--format", "json"], &[]);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
