@@ -49,8 +49,16 @@ impl crate::server::Jobs for ServiceJobs {
                 None
             }
         };
+        let running = match running_fixes(&config, &entries, &state_dir).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("cannot scan the running containers: {e:#}");
+                None
+            }
+        };
         let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated | Action::Merged);
         Ok(crate::server::ScanSummary {
+            running,
             schedules,
             findings: results
                 .iter()
@@ -98,6 +106,38 @@ impl crate::server::Jobs for ServiceJobs {
             anyhow::bail!("deploy of {} did not succeed", merged.head_branch)
         }
     }
+}
+
+/// What each container the engine runs lacks: its security updates in the verified archive and
+/// the age of the oldest (from the first verified InRelease that carried it).
+async fn running_fixes(
+    config: &Config,
+    entries: &[SourceEntry],
+    state_dir: &Path,
+) -> Result<Vec<crate::server::RunningFixes>> {
+    let inventories = super::scan::running_inventories(&config.engine.host).await?;
+    let fetcher = Fetcher::new(state_dir, Progress::auto(false))?;
+    let report = plan::scan(&fetcher, entries, None, &inventories).await?;
+    let mut first_seen = crate::cooldown::FirstSeen::load(state_dir)?;
+    let now = chrono::Utc::now();
+    let out = report
+        .images
+        .iter()
+        .filter(|i| i.note.is_none())
+        .map(|i| crate::server::RunningFixes {
+            container: i.image.split(" [").next().unwrap_or(&i.image).to_string(),
+            missing: i.sources.iter().filter(|s| s.security).count() as u64,
+            oldest_age_seconds: crate::cooldown::fix_first_seen(
+                i,
+                &report.archive,
+                &mut first_seen,
+            )
+            .map(|seen| (now - seen).num_seconds().max(0))
+            .unwrap_or(0),
+        })
+        .collect();
+    first_seen.save()?;
+    Ok(out)
 }
 
 /// [`scan_schedules`] as the policies on the GitOps repository's default branch say (the

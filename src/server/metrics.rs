@@ -40,6 +40,42 @@ struct MetricsInner {
     last_successful_scan: Gauge,
     failures: CounterFamily<StageLabels>,
     webhooks: CounterFamily<WebhookLabels>,
+    running_missing: GaugeFamily<ContainerLabels>,
+    running_age: GaugeFamily<ContainerLabels>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+struct ContainerLabels {
+    container: String,
+}
+
+/// Gauges by label set, sorted, replaced as a whole by each scan of the running containers.
+#[derive(Debug)]
+struct GaugeFamily<L>(Arc<Mutex<BTreeMap<L, Gauge>>>);
+
+impl<L> Clone for GaugeFamily<L> {
+    fn clone(&self) -> Self {
+        GaugeFamily(self.0.clone())
+    }
+}
+
+impl<L> Default for GaugeFamily<L> {
+    fn default() -> Self {
+        GaugeFamily(Arc::default())
+    }
+}
+
+impl<L: EncodeLabelSet + Ord + fmt::Debug + Send + Sync + 'static> EncodeMetric for GaugeFamily<L> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        for (labels, gauge) in lock(&self.0).iter() {
+            gauge.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
@@ -100,6 +136,8 @@ impl Default for Metrics {
         let last_successful_scan = Gauge::default();
         let failures = CounterFamily::default();
         let webhooks = CounterFamily::default();
+        let running_missing = GaugeFamily::default();
+        let running_age = GaugeFamily::default();
         // Names without `_total`: prometheus-client adds it to every counter. The registry adds
         // the period that ends each help text.
         let mut registry = Registry::default();
@@ -128,6 +166,16 @@ impl Default for Metrics {
             webhooks.clone(),
         );
         registry.register(
+            "rebake_running_security_updates",
+            "Source packages with a security update in the verified archive that each running container's image lacks",
+            running_missing.clone(),
+        );
+        registry.register(
+            "rebake_running_security_update_age_seconds",
+            "Seconds since the first verified InRelease carried the oldest security fix each running container lacks",
+            running_age.clone(),
+        );
+        registry.register(
             "rebake_last_successful_scan_timestamp_seconds",
             "Unix time of the end of the last successful scan (0: none since start)",
             last_successful_scan.clone(),
@@ -143,6 +191,8 @@ impl Default for Metrics {
                 last_successful_scan,
                 failures,
                 webhooks,
+                running_missing,
+                running_age,
             }),
             timeline_dir: None,
         }
@@ -194,6 +244,24 @@ impl Metrics {
         };
         self.inner.webhooks.inc_by(labels, 1);
     }
+    /// What the running containers lack, as the last scan of them found (replacing the last).
+    pub fn set_running(&self, running: &[super::RunningFixes]) {
+        let mut missing = lock(&self.inner.running_missing.0);
+        let mut age = lock(&self.inner.running_age.0);
+        missing.clear();
+        age.clear();
+        for r in running {
+            let labels = ContainerLabels {
+                container: r.container.clone(),
+            };
+            missing
+                .entry(labels.clone())
+                .or_default()
+                .set(r.missing as i64);
+            age.entry(labels).or_default().set(r.oldest_age_seconds);
+        }
+    }
+
     pub fn set_last_successful_scan(&self, time: DateTime<Utc>) {
         self.inner.last_successful_scan.set(time.timestamp());
     }
@@ -254,6 +322,10 @@ rebake_failures_total{stage=\"deploy\"} 0
 rebake_failures_total{stage=\"scan\"} 0
 # HELP rebake_webhooks_total Webhook deliveries received, by forge and result.
 # TYPE rebake_webhooks_total counter
+# HELP rebake_running_security_updates Source packages with a security update in the verified archive that each running container's image lacks.
+# TYPE rebake_running_security_updates gauge
+# HELP rebake_running_security_update_age_seconds Seconds since the first verified InRelease carried the oldest security fix each running container lacks.
+# TYPE rebake_running_security_update_age_seconds gauge
 # HELP rebake_last_successful_scan_timestamp_seconds Unix time of the end of the last successful scan (0: none since start).
 # TYPE rebake_last_successful_scan_timestamp_seconds gauge
 rebake_last_successful_scan_timestamp_seconds 0
@@ -301,6 +373,10 @@ rebake_failures_total{stage=\"we\\\"ird\\\\st\\nage\"} 1
 rebake_webhooks_total{forge=\"gitea\",result=\"deploy_queued\"} 1
 rebake_webhooks_total{forge=\"github\",result=\"duplicate\"} 2
 rebake_webhooks_total{forge=\"github\",result=\"unauthorized\"} 1
+# HELP rebake_running_security_updates Source packages with a security update in the verified archive that each running container's image lacks.
+# TYPE rebake_running_security_updates gauge
+# HELP rebake_running_security_update_age_seconds Seconds since the first verified InRelease carried the oldest security fix each running container lacks.
+# TYPE rebake_running_security_update_age_seconds gauge
 # HELP rebake_last_successful_scan_timestamp_seconds Unix time of the end of the last successful scan (0: none since start).
 # TYPE rebake_last_successful_scan_timestamp_seconds gauge
 rebake_last_successful_scan_timestamp_seconds 1750000000

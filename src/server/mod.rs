@@ -152,6 +152,19 @@ pub struct ScanSummary {
     /// The scan schedules as the scanned default branch now says (None: keep the current ones).
     #[serde(skip)]
     pub schedules: Option<Vec<ScanSchedule>>,
+    /// What the containers the engine runs lack (None: not scanned this time).
+    #[serde(skip)]
+    pub running: Option<Vec<RunningFixes>>,
+}
+
+/// The security fixes one running container's image lacks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunningFixes {
+    pub container: String,
+    /// Source packages with a security update in the verified archive.
+    pub missing: u64,
+    /// Seconds since the first verified InRelease carried the oldest of them (0: none).
+    pub oldest_age_seconds: i64,
 }
 
 /// The work the service triggers. Implementations decide how a scan and a deploy are done.

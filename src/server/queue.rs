@@ -168,6 +168,9 @@ pub(super) async fn run_worker<J: Jobs>(
                         metrics.add_builds(summary.builds);
                         metrics.add_proposals(summary.proposals);
                         metrics.set_last_successful_scan(Utc::now());
+                        if let Some(running) = &summary.running {
+                            metrics.set_running(running);
+                        }
                         info!(
                             findings = summary.findings,
                             builds = summary.builds,

@@ -7,7 +7,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rebake::config::CronSchedule;
 use rebake::server::{
     next_run, run_scheduler_once, serve, sign, Clock, ConnectionLimits, Enqueued, Jobs,
-    MergedProposal, ScanSchedule, ScanScope, ScanSummary, ServeConfig, Service, WebhookForge,
+    MergedProposal, RunningFixes, ScanSchedule, ScanScope, ScanSummary, ServeConfig, Service,
+    WebhookForge,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,11 @@ impl Jobs for FakeJobs {
             builds: 2,
             proposals: 1,
             schedules: self.brings_schedules.lock().unwrap().take(),
+            running: Some(vec![RunningFixes {
+                container: "web".into(),
+                missing: 2,
+                oldest_age_seconds: 7200,
+            }]),
         })
     }
 
@@ -374,7 +380,7 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
             );
             if words[0] == "TYPE" {
                 assert!(
-                    ["counter", "gauge"].contains(&words[2]),
+                    ["counter", "gauge", "histogram"].contains(&words[2]),
                     "bad type in /metrics: {line}"
                 );
             }
@@ -972,6 +978,15 @@ async fn scheduler_tick_runs_one_scan_and_skips_while_running() {
     assert_eq!(value("rebake_builds_total"), 2.0);
     assert_eq!(value("rebake_proposals_total"), 1.0);
     assert!(value("rebake_last_successful_scan_timestamp_seconds") > 1.7e9);
+    // What the running containers lack, as the scan of them found.
+    assert_eq!(
+        value("rebake_running_security_updates{container=\"web\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("rebake_running_security_update_age_seconds{container=\"web\"}"),
+        7200.0
+    );
 
     // The next tick (12:15) runs the next scan.
     jobs.release(1);
