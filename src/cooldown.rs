@@ -104,22 +104,9 @@ pub fn cooldown(
     };
     let mut decisive: Option<Cooldown> = None;
     for f in &scan.findings {
-        let Some(carried) = suites
-            .iter()
-            .find(|s| s.suite == f.suite)
-            .and_then(|s| crate::debian::release::parse_date(&s.date).ok())
-        else {
+        let Some(first_seen) = sighting(scan, f, suites, store) else {
             continue;
         };
-        let first_seen = store.see(
-            &SeenKey {
-                release: &scan.suite,
-                arch: &f.arch,
-                package: &f.package,
-                version: &f.candidate,
-            },
-            carried,
-        );
         let eligible_at = first_seen + min_age;
         if decisive
             .as_ref()
@@ -149,22 +136,31 @@ pub fn fix_first_seen(
     scan.findings
         .iter()
         .filter(|f| f.security)
-        .filter_map(|f| {
-            let carried = suites
-                .iter()
-                .find(|s| s.suite == f.suite)
-                .and_then(|s| crate::debian::release::parse_date(&s.date).ok())?;
-            Some(store.see(
-                &SeenKey {
-                    release: &scan.suite,
-                    arch: &f.arch,
-                    package: &f.package,
-                    version: &f.candidate,
-                },
-                carried,
-            ))
-        })
+        .filter_map(|f| sighting(scan, f, suites, store))
         .min()
+}
+
+/// When finding `f`'s candidate was first seen (recorded now, at the Date of the verified
+/// InRelease of its suite, when never seen before).
+fn sighting(
+    scan: &ImageScan,
+    f: &crate::plan::Finding,
+    suites: &[SuiteMeta],
+    store: &mut FirstSeen,
+) -> Option<DateTime<Utc>> {
+    let carried = suites
+        .iter()
+        .find(|s| s.suite == f.suite)
+        .and_then(|s| crate::debian::release::parse_date(&s.date).ok())?;
+    Some(store.see(
+        &SeenKey {
+            release: &scan.suite,
+            arch: &f.arch,
+            package: &f.package,
+            version: &f.candidate,
+        },
+        carried,
+    ))
 }
 
 #[cfg(test)]

@@ -295,15 +295,10 @@ fn is_current(
         Ok(locked) if locked == pinned => {}
         _ => return false,
     }
-    let inv = Inventory {
-        name: policy.name.clone(),
-        release: old.suite.clone(),
-        arch: old.architecture.clone(),
-        packages: old.packages.clone(),
-        include_non_security: policy.updates.point_release,
-        note: None,
-    };
-    if !scan_inventory(index, None, &inv).findings.is_empty() {
+    if !scan_inventory(index, None, &Inventory::of_lock(policy, old))
+        .findings
+        .is_empty()
+    {
         return false;
     }
     let rendered = render::render_dockerfile(repo, policy, &render::base_reference(base), pinned);

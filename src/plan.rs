@@ -29,6 +29,20 @@ pub struct Inventory {
     pub note: Option<String>,
 }
 
+impl Inventory {
+    /// What `lock` says is installed in `policy`'s image, with the policy's choice of updates.
+    pub fn of_lock(policy: &crate::policy::Policy, lock: &crate::lock::Lock) -> Inventory {
+        Inventory {
+            name: policy.name.clone(),
+            release: lock.suite.clone(),
+            arch: lock.architecture.clone(),
+            packages: lock.packages.clone(),
+            include_non_security: policy.updates.point_release,
+            note: None,
+        }
+    }
+}
+
 /// One installed binary package with a newer candidate.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {

@@ -255,15 +255,8 @@ fn pending_update(
     let (Some(old), Ok(index)) = (old, builder.index(policy)) else {
         return (None, None);
     };
-    let inv = crate::plan::Inventory {
-        name: policy.name.clone(),
-        release: old.suite.clone(),
-        arch: old.architecture.clone(),
-        packages: old.packages.clone(),
-        include_non_security: policy.updates.point_release,
-        note: None,
-    };
-    let scan = crate::plan::scan_inventory(index, None, &inv);
+    let scan =
+        crate::plan::scan_inventory(index, None, &crate::plan::Inventory::of_lock(policy, old));
     (
         crate::cooldown::cooldown(policy, &scan, &index.suites, first_seen),
         crate::cooldown::fix_first_seen(&scan, &index.suites, first_seen),

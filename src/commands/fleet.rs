@@ -81,17 +81,7 @@ pub async fn status_async(ctx: &Context, req: &StatusRequest) -> Result<Vec<Imag
     let config = ctx.load_config()?;
     let state_dir = ctx.state_dir(&config);
     let c = connect_forge(ctx, &config, &state_dir).await?;
-    let scratch = tempfile::tempdir()?;
-    let to = scratch.path().to_path_buf();
-    crate::git::with_workspace(&c.remote_url, &c.workspace_dir, &c.auth, move |ws| {
-        ws.fetch()?;
-        let branch = ws.default_branch()?;
-        let head = ws
-            .remote_head(&branch)?
-            .ok_or_else(|| anyhow!("the remote has no branch {branch}"))?;
-        crate::repo::export_tree(ws.repo(), head, &to)
-    })
-    .await?;
+    let scratch = export_default_branch(&c, true).await?;
     let policies = crate::repo::policies(scratch.path(), &req.images)?;
     let inventories = inventories_from_repo(scratch.path(), &req.images)?;
     let entries = load_sources(req.sources.as_deref(), &config)?;

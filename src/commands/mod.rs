@@ -39,6 +39,28 @@ pub use sbom::{sbom, SbomFormat, SbomRequest};
 pub use scan::{inventories_from_repo, scan, ScanFormat, ScanRequest, EXIT_UPDATES_FOUND};
 pub use serve::{scan_schedules, scan_schedules_at_default_branch, serve, ServiceJobs};
 
+/// A scratch copy of the default branch's tree as the workspace last fetched it (`fetch`: fetch
+/// first).
+pub(crate) async fn export_default_branch(
+    c: &Connection,
+    fetch: bool,
+) -> Result<tempfile::TempDir> {
+    let scratch = tempfile::tempdir()?;
+    let to = scratch.path().to_path_buf();
+    crate::git::with_workspace(&c.remote_url, &c.workspace_dir, &c.auth, move |ws| {
+        if fetch {
+            ws.fetch()?;
+        }
+        let branch = ws.default_branch()?;
+        let head = ws
+            .remote_head(&branch)?
+            .ok_or_else(|| anyhow!("the remote has no branch {branch}"))?;
+        crate::repo::export_tree(ws.repo(), head, &to)
+    })
+    .await?;
+    Ok(scratch)
+}
+
 /// What every command knows: where the repository, config and state are.
 #[derive(Debug, Clone)]
 pub struct Context {

@@ -156,16 +156,7 @@ async fn scan_schedules_on(
     c: &Connection,
     config: &Config,
 ) -> Result<Vec<crate::server::ScanSchedule>> {
-    let scratch = tempfile::tempdir()?;
-    let to = scratch.path().to_path_buf();
-    crate::git::with_workspace(&c.remote_url, &c.workspace_dir, &c.auth, move |ws| {
-        let branch = ws.default_branch()?;
-        let head = ws
-            .remote_head(&branch)?
-            .ok_or_else(|| anyhow!("the remote has no branch {branch}"))?;
-        crate::repo::export_tree(ws.repo(), head, &to)
-    })
-    .await?;
+    let scratch = export_default_branch(c, false).await?;
     scan_schedules(config, scratch.path())
 }
 

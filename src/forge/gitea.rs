@@ -523,35 +523,6 @@ impl Forge for Gitea {
         Ok(())
     }
 
-    async fn status(&self, sha: &str, context: &str) -> ForgeResult<Option<StatusState>> {
-        // The combined status holds the latest status of each context; its statuses page.
-        for page in 1..=MAX_PAGES {
-            let mut url = self.repo_url(&["commits", sha, "status"]);
-            url.query_pairs_mut()
-                .append_pair("page", &page.to_string())
-                .append_pair("limit", &PAGE_LIMIT.to_string());
-            // A 404 (unknown commit or repository) is an error, not "no status": deploy must
-            // not mistake a misconfiguration for an untested commit, nor the reverse.
-            let (_, combined): (_, GCombined) = self.call_json(Method::GET, url, None).await?;
-            let statuses = combined.statuses.unwrap_or_default();
-            if statuses.is_empty() {
-                return Ok(None);
-            }
-            if let Some(s) = statuses
-                .iter()
-                .filter(|s| s.context.as_deref() == Some(context))
-                .max_by_key(|s| s.id.unwrap_or(0))
-            {
-                return Ok(s.status.as_deref().and_then(parse_state));
-            }
-            let seen = (page * PAGE_LIMIT) as u64;
-            if combined.total_count.is_some_and(|t| seen >= t) {
-                return Ok(None);
-            }
-        }
-        Ok(None)
-    }
-
     async fn statuses(&self, sha: &str) -> ForgeResult<Vec<(String, StatusState)>> {
         let mut latest: std::collections::BTreeMap<String, (i64, StatusState)> = Default::default();
         for page in 1..=MAX_PAGES {

@@ -8,7 +8,8 @@ use crate::support::fake_forge::FakeForge;
 use crate::support::fake_gitea::FakeGitea;
 use crate::support::fake_github::FakeGitHub;
 use crate::support::gitops::{
-    action, apply_by_hand, branch_head, git, rebake, shared_state, text, ticker_gitops, GitOps,
+    action, apply_by_hand, branch_head, git, rebake, shared_state, text, ticker_gitops, use_forge,
+    GitOps,
 };
 use std::path::Path;
 use std::process::Output;
@@ -237,14 +238,13 @@ fn github_security_proposal_waits_for_checks_a_clean_branch_and_reviews() {
         "updates:\n  point_release: false\n",
     );
     let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", GITHUB_TOKEN));
-    std::fs::write(
-        ops.clone.join("rebake.yaml"),
-        format!(
-            "forge:\n  kind: github\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITHUB_TOKEN\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
+    use_forge(
+        &ops,
+        "github",
+        &fake.url(),
+        "acme/images",
+        "REBAKE_TEST_GITHUB_TOKEN",
+    );
     let env = [("REBAKE_TEST_GITHUB_TOKEN", GITHUB_TOKEN)];
     let (state, _guard) = shared_state();
 
@@ -341,14 +341,13 @@ fn gitea_security_proposal_is_merged_when_its_checks_succeed() {
         "updates:\n  point_release: false\n",
     );
     let fake = runtime().block_on(FakeGitea::start(&ops.bare, "ops", "images", GITEA_TOKEN));
-    std::fs::write(
-        ops.clone.join("rebake.yaml"),
-        format!(
-            "forge:\n  kind: gitea\n  url: {}\n  repository: ops/images\n  token_env: REBAKE_TEST_GITEA_TOKEN\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
+    use_forge(
+        &ops,
+        "gitea",
+        &fake.url(),
+        "ops/images",
+        "REBAKE_TEST_GITEA_TOKEN",
+    );
     let env = [("REBAKE_TEST_GITEA_TOKEN", GITEA_TOKEN)];
     let (state, _guard) = shared_state();
 

@@ -101,14 +101,13 @@ const GITHUB_TOKEN: &str = "ghp_testTOKEN0123456789";
 /// the token in `REBAKE_TEST_GITHUB_TOKEN`.
 fn github_for(ops: &GitOps) -> FakeGitHub {
     let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", GITHUB_TOKEN));
-    std::fs::write(
-        ops.clone.join("rebake.yaml"),
-        format!(
-            "forge:\n  kind: github\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITHUB_TOKEN\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
+    crate::support::gitops::use_forge(
+        ops,
+        "github",
+        &fake.url(),
+        "acme/images",
+        "REBAKE_TEST_GITHUB_TOKEN",
+    );
     fake
 }
 
@@ -218,14 +217,13 @@ fn gitea_proposal_lifecycle_end_to_end() {
     let (state, _guard) = shared_state();
     const TOKEN: &str = "gitea_testTOKEN0123456789";
     let fake = runtime().block_on(FakeGitea::start(&ops.bare, "acme", "images", TOKEN));
-    std::fs::write(
-        ops.clone.join("rebake.yaml"),
-        format!(
-            "forge:\n  kind: gitea\n  url: {}\n  repository: acme/images\n  token_env: REBAKE_TEST_GITEA_TOKEN\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
+    crate::support::gitops::use_forge(
+        &ops,
+        "gitea",
+        &fake.url(),
+        "acme/images",
+        "REBAKE_TEST_GITEA_TOKEN",
+    );
     let env = [("REBAKE_TEST_GITEA_TOKEN", TOKEN)];
     let run = || propose(&ops, state, &env);
     let main = || git(&ops.bare, &["rev-parse", "refs/heads/main"]);

@@ -241,3 +241,15 @@ pub fn apply_by_hand(ops: &GitOps, branch: &str, path: &str) {
     );
     git(&ops.clone, &["push", "-q", "origin", "main"]);
 }
+
+/// Points `ops`'s rebake.yaml at a forge fake (`kind` github or gitea) serving
+/// `owner_repo`, with its token in the environment variable `token_env`.
+pub fn use_forge(ops: &GitOps, kind: &str, url: &str, owner_repo: &str, token_env: &str) {
+    std::fs::write(
+        ops.clone.join("rebake.yaml"),
+        format!(
+            "forge:\n  kind: {kind}\n  url: {url}\n  repository: {owner_repo}\n  token_env: {token_env}\n"
+        ),
+    )
+    .unwrap();
+}
