@@ -153,12 +153,10 @@ pub async fn deploy_docker_with(
     auth: Option<&RegistryAuth>,
 ) -> Result<DeployOutcome> {
     let started = Instant::now();
-    let name = target.name.as_str();
     let mut outcome = DeployOutcome {
-        target: match &target.host {
-            Some(host) => format!("{host}/docker:{name}"),
-            None => format!("docker:{name}"),
-        },
+        target: crate::policy::DeployTarget::Docker(target.clone())
+            .label()
+            .unwrap_or_default(),
         image: crate::image_ref::image_repository(image_ref),
         from: None,
         to: image_ref.to_string(),
@@ -816,10 +814,9 @@ pub async fn deploy_swarm_with(
     let started = Instant::now();
     let service_name = target.service.as_str();
     let mut outcome = DeployOutcome {
-        target: match &target.host {
-            Some(host) => format!("{host}/swarm:{service_name}"),
-            None => format!("swarm:{service_name}"),
-        },
+        target: crate::policy::DeployTarget::Swarm(target.clone())
+            .label()
+            .unwrap_or_default(),
         image: crate::image_ref::image_repository(image_ref),
         from: None,
         to: image_ref.to_string(),

@@ -192,9 +192,10 @@ pub fn append_to_log(state_dir: &Path, entry: &serde_json::Value) -> Result<()> 
 }
 
 /// Appends one JSON line per image to the deployment log: the record kept whatever the forge.
-fn record(state_dir: &Path, r: &ImageRollout) -> Result<()> {
+fn record(state_dir: &Path, repository: &str, r: &ImageRollout) -> Result<()> {
     let line = serde_json::json!({
         "time": chrono::Utc::now().to_rfc3339(),
+        "repository": repository,
         "image": r.image,
         "commit": r.commit,
         "image_ref": r.image_ref,
@@ -403,7 +404,7 @@ pub async fn deploy_commit<F: Forge>(
             }
             Err(e) => {
                 r.refused = Some(format!("{e:#}"));
-                record(&run.state_dir, &r)?;
+                record(&run.state_dir, &repository, &r)?;
                 out.push(r);
                 continue;
             }
@@ -471,7 +472,7 @@ pub async fn deploy_commit<F: Forge>(
                 r.targets.push(outcome);
             }
         }
-        record(&run.state_dir, &r)?;
+        record(&run.state_dir, &repository, &r)?;
         if r.ok() && record_commit {
             record_deployed(&run.state_dir, &repository, &r.image, &r.commit)?;
             if let (Some(head), Some(at)) = (provenance.head, provenance.brought_at) {

@@ -90,6 +90,7 @@ pub async fn status_async(ctx: &Context, req: &StatusRequest) -> Result<Vec<Imag
     let report = plan::scan(&fetcher, &entries, tracker.as_ref(), &inventories).await?;
     let mut first_seen = crate::cooldown::FirstSeen::load(&state_dir)?;
     let log = read_log(&state_dir)?;
+    let repository = crate::git::redact_url(&c.remote_url);
     let mut rows = Vec::new();
     for p in &policies {
         let lock = Lock::read(&lock::path_for(scratch.path(), &p.name)).ok();
@@ -118,7 +119,9 @@ pub async fn status_async(ctx: &Context, req: &StatusRequest) -> Result<Vec<Imag
             title: pr.title,
             head: pr.head_sha,
         });
-        let (targets, last_error) = from_log(&log, &p.name, locked.as_deref());
+        let labels: Vec<String> = p.deploy.iter().filter_map(|t| t.label()).collect();
+        let (targets, last_error) =
+            from_log(&log, &repository, &p.name, &labels, locked.as_deref());
         rows.push(ImageStatus {
             image: p.name.clone(),
             group: p.review.group.clone(),
@@ -150,19 +153,22 @@ fn read_log(state_dir: &Path) -> Result<Vec<serde_json::Value>> {
     }
 }
 
-/// Each target's last successful deploy of `image`, and the last error after the last success.
+/// Each of `targets`' last successful deploy of `image` from `repository`, and the last error
+/// after the last success.
 fn from_log(
     log: &[serde_json::Value],
+    repository: &str,
     image: &str,
+    targets_of_policy: &[String],
     locked: Option<&str>,
 ) -> (Vec<TargetStatus>, Option<LoggedError>) {
     let mut targets: BTreeMap<String, TargetStatus> = BTreeMap::new();
     let mut last_error = None;
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    for entry in log
-        .iter()
-        .filter(|e| e["image"] == image && e.get("event").is_none())
-    {
+    let ours = |e: &&serde_json::Value| {
+        e["image"] == image && e["repository"] == repository && e.get("event").is_none()
+    };
+    for entry in log.iter().filter(ours) {
         let time = text(&entry["time"]);
         if let Some(why) = entry["refused"].as_str() {
             last_error = Some(LoggedError {
@@ -170,7 +176,17 @@ fn from_log(
                 message: format!("refused: {why}"),
             });
         }
-        for t in entry["targets"].as_array().into_iter().flatten() {
+        let of_policy = |t: &&serde_json::Value| {
+            targets_of_policy
+                .iter()
+                .any(|l| t["target"].as_str() == Some(l.as_str()))
+        };
+        for t in entry["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(of_policy)
+        {
             let result = t["result"].as_str().unwrap_or_default();
             if matches!(result, "deployed" | "unchanged") {
                 let to = text(&t["to"]);

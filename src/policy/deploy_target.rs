@@ -65,6 +65,22 @@ pub enum DeployTarget {
     Manifests(Vec<PathBuf>),
 }
 
+impl DeployTarget {
+    /// How deploy results and the deployment log name the target: `docker:<name>`,
+    /// `swarm:<service>` (after `<host>/` when it names an engine); None for manifests.
+    pub fn label(&self) -> Option<String> {
+        let (host, kind, name) = match self {
+            DeployTarget::Docker(d) => (&d.host, "docker", &d.name),
+            DeployTarget::Swarm(s) => (&s.host, "swarm", &s.service),
+            DeployTarget::Manifests(_) => return None,
+        };
+        Some(match host {
+            Some(h) => format!("{h}/{kind}:{name}"),
+            None => format!("{kind}:{name}"),
+        })
+    }
+}
+
 /// A standalone container on a Docker host, replaced by one from the new digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DockerTarget {
