@@ -594,7 +594,7 @@ async fn load_layer(
     load_image(
         docker,
         config,
-        &[(base.rootfs_sha256.clone(), layer.to_path_buf())],
+        &[(base.rootfs_sha256.clone(), Some(layer.to_path_buf()))],
         &[base.tag(), base.rootfs_tag()],
         work_dir,
         &what,
@@ -605,11 +605,13 @@ async fn load_layer(
 /// Loads an image whose config (`config`, bytes as given: its SHA256 is the image id) and
 /// layers (diff id hex, uncompressed tar file; in order) rebake wrote itself: a `docker save`
 /// archive of them, sent to POST /images/load, so the engine stamps nothing of its own. Tags
-/// it `tags`; returns the id.
+/// it `tags`; returns the id. A layer without a file is one the engine has already below the
+/// same parents (the engine's own store reads no file for it; one that needs every file
+/// refuses the load).
 pub(super) async fn load_image(
     docker: &Docker,
     config: Vec<u8>,
-    layers: &[(String, PathBuf)],
+    layers: &[(String, Option<PathBuf>)],
     tags: &[String],
     work_dir: &Path,
     what: &str,
@@ -645,9 +647,9 @@ pub(super) async fn load_image(
             let mut written = std::collections::BTreeSet::new();
             for (sha, layer) in &layers {
                 // Two steps that change nothing give the same (empty) layer.
-                if !written.insert(sha.clone()) {
+                let Some(layer) = layer.as_ref().filter(|_| written.insert(sha.clone())) else {
                     continue;
-                }
+                };
                 let mut h = tar::Header::new_gnu();
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(0o755);

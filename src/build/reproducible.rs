@@ -103,11 +103,13 @@ async fn normalize_in(
         .unwrap_or_default();
 
     let mut layers: Vec<(String, PathBuf)> = Vec::new();
+    let mut shared = 0;
     for (n, (file, diff_id)) in layer_files.iter().zip(&diff_ids).enumerate() {
         let raw = saved.join(file.as_str().ok_or_else(|| anyhow!("bad layer path"))?);
         if n < base_layers.len() && base_layers[..=n] == diff_ids[..=n] {
             // The base's own layers: reproducible already, shared with every image on it.
             layers.push((diff_id.trim_start_matches("sha256:").to_string(), raw));
+            shared = n + 1;
             continue;
         }
         let out = dir.join(format!("layer-{n}.tar"));
@@ -121,15 +123,32 @@ async fn normalize_in(
     }
     let new_diff_ids: Vec<String> = layers.iter().map(|(s, _)| format!("sha256:{s}")).collect();
     let config = image_config(&engine_config, &new_diff_ids, r.epoch)?;
-    load_image(
+    let what = format!("image {tag}");
+    // The engine has the base's layers: sending them again costs more than the re-writing.
+    let lean: Vec<(String, Option<PathBuf>)> = layers
+        .iter()
+        .enumerate()
+        .map(|(n, (sha, path))| (sha.clone(), (n >= shared).then(|| path.clone())))
+        .collect();
+    match load_image(
         docker,
-        config,
-        &layers,
+        config.clone(),
+        &lean,
         &[tag.to_string()],
         dir,
-        &format!("image {tag}"),
+        &what,
     )
     .await
+    {
+        Ok(id) => Ok(id),
+        Err(e) if shared > 0 => {
+            tracing::info!("{what}: loading without the base's layers failed ({e:#}); with them");
+            let full: Vec<(String, Option<PathBuf>)> =
+                layers.into_iter().map(|(s, p)| (s, Some(p))).collect();
+            load_image(docker, config, &full, &[tag.to_string()], dir, &what).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The engine's image config without what depends on the run: `created` and every history
