@@ -411,6 +411,11 @@ async fn build_one(
         labels,
         &log_path,
         plan.no_cache,
+        Some(&build::Reproducible {
+            epoch,
+            base_id: base.id.clone(),
+            work_dir: plan.state_dir.join("work").join(name),
+        }),
     )
     .await
     .with_context(|| format!("image {name}: build stage (log: {})", log_path.display()))?;

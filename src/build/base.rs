@@ -546,11 +546,16 @@ struct ManifestEntry {
     layers: Vec<String>,
 }
 
+/// `epoch` as the RFC 3339 time an image config's `created` holds.
+pub(super) fn rfc3339(epoch: i64) -> Result<String> {
+    Ok(chrono::DateTime::from_timestamp(epoch, 0)
+        .ok_or_else(|| anyhow!("epoch {epoch} is out of range"))?
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// The image config bytes for a base; its SHA256 is the image id.
 fn base_config(base: &BaseImage, epoch: i64, labels: BTreeMap<String, String>) -> Result<Vec<u8>> {
-    let created = chrono::DateTime::from_timestamp(epoch, 0)
-        .ok_or_else(|| anyhow!("epoch {epoch} is out of range"))?
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let created = rfc3339(epoch)?;
     let config = ImageConfig {
         architecture: base.arch.clone(),
         config: RunConfig {
@@ -585,20 +590,45 @@ async fn load_layer(
     work_dir: &Path,
 ) -> Result<String> {
     let config = base_config(base, epoch, labels)?;
+    let what = format!("base image {}", base.tag());
+    load_image(
+        docker,
+        config,
+        &[(base.rootfs_sha256.clone(), Some(layer.to_path_buf()))],
+        &[base.tag(), base.rootfs_tag()],
+        work_dir,
+        &what,
+    )
+    .await
+}
+
+/// Loads an image whose config (`config`, bytes as given: its SHA256 is the image id) and
+/// layers (diff id hex, uncompressed tar file; in order) rebake wrote itself: a `docker save`
+/// archive of them, sent to POST /images/load, so the engine stamps nothing of its own. Tags
+/// it `tags`; returns the id. A layer without a file is one the engine has already below the
+/// same parents (the engine's own store reads no file for it; one that needs every file
+/// refuses the load).
+pub(super) async fn load_image(
+    docker: &Docker,
+    config: Vec<u8>,
+    layers: &[(String, Option<PathBuf>)],
+    tags: &[String],
+    work_dir: &Path,
+    what: &str,
+) -> Result<String> {
     let config_sha = sha256_hex(&config);
     let id = format!("sha256:{config_sha}");
     let manifest = serde_json::to_vec(&[ManifestEntry {
         config: format!("{config_sha}.json"),
-        repo_tags: vec![base.tag(), base.rootfs_tag()],
-        layers: vec![format!("{}/layer.tar", base.rootfs_sha256)],
+        repo_tags: tags.to_vec(),
+        layers: layers
+            .iter()
+            .map(|(sha, _)| format!("{sha}/layer.tar"))
+            .collect(),
     }])?;
     let archive_path = work_dir.join("image.tar");
     {
-        let (archive_path, layer, sha) = (
-            archive_path.clone(),
-            layer.to_path_buf(),
-            base.rootfs_sha256.clone(),
-        );
+        let (archive_path, layers) = (archive_path.clone(), layers.to_vec());
         tokio::task::spawn_blocking(move || -> Result<()> {
             let f = std::fs::File::create(&archive_path)
                 .with_context(|| format!("cannot create {}", archive_path.display()))?;
@@ -614,54 +644,70 @@ async fn load_layer(
             };
             put(&format!("{config_sha}.json"), &config)?;
             put("manifest.json", &manifest)?;
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-            h.set_size(0);
-            h.set_mtime(0);
-            b.append_data(&mut h, format!("{sha}/"), std::io::empty())?;
-            let mut lf = std::fs::File::open(&layer)?;
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o644);
-            h.set_size(lf.metadata()?.len());
-            h.set_mtime(0);
-            b.append_data(&mut h, format!("{sha}/layer.tar"), &mut lf)?;
+            let mut written = std::collections::BTreeSet::new();
+            for (sha, layer) in &layers {
+                // Two steps that change nothing give the same (empty) layer.
+                let Some(layer) = layer.as_ref().filter(|_| written.insert(sha.clone())) else {
+                    continue;
+                };
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_mtime(0);
+                b.append_data(&mut h, format!("{sha}/"), std::io::empty())?;
+                let mut lf = std::fs::File::open(layer)
+                    .with_context(|| format!("cannot open {}", layer.display()))?;
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(lf.metadata()?.len());
+                h.set_mtime(0);
+                b.append_data(&mut h, format!("{sha}/layer.tar"), &mut lf)?;
+            }
             b.into_inner()?.flush()?;
             Ok(())
         })
         .await
         .context("image archive task failed")??;
     }
-    let bytes = tokio::fs::read(&archive_path).await?;
-    let _ = std::fs::remove_file(&archive_path);
-    let mut stream = docker.import_image(
+    // Streamed from the file: an image's layers may be hundreds of MB.
+    let file = tokio::fs::File::open(&archive_path)
+        .await
+        .with_context(|| format!("cannot open {}", archive_path.display()))?;
+    let chunks = futures_util::stream::try_unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 20];
+        let n = f.read(&mut buf).await?;
+        buf.truncate(n);
+        Ok::<_, std::io::Error>((n > 0).then(|| (bytes::Bytes::from(buf), f)))
+    });
+    let mut stream = docker.import_image_stream(
         ImportImageOptions {
             quiet: true,
             ..Default::default()
         },
-        bollard::body_full(bytes.into()),
+        chunks,
         None,
     );
     while let Some(item) = stream.next().await {
-        item.with_context(|| format!("loading base image {} into the engine failed", base.tag()))?;
+        item.with_context(|| format!("loading {what} into the engine failed"))?;
     }
-    let inspect = docker.inspect_image(&id).await.with_context(|| {
-        format!(
-            "the engine did not keep base image {id} after loading it (tag {})",
-            base.tag()
-        )
-    })?;
+    let _ = std::fs::remove_file(&archive_path);
+    let inspect = docker
+        .inspect_image(&id)
+        .await
+        .with_context(|| format!("the engine did not keep {what} ({id}) after loading it"))?;
     if inspect.id.as_deref() != Some(id.as_str()) {
         bail!(
-            "the engine gave base image {} the id {:?}, expected {id}",
-            base.tag(),
+            "the engine gave {what} the id {:?}, expected {id}",
             inspect.id
         );
     }
     // `load` does not move a tag that already names another image on every engine version.
-    tag(docker, &id, &base.tag()).await?;
-    tag(docker, &id, &base.rootfs_tag()).await?;
+    for t in tags {
+        tag(docker, &id, t).await?;
+    }
     Ok(id)
 }
 

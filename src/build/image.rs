@@ -2,6 +2,7 @@
 //! the classic builder's run and its failure report, and the inventory of what it installs.
 
 use super::last_lines;
+use super::reproducible::{normalize_image, Reproducible};
 use crate::debian::status::{self, InstalledPackage};
 use crate::policy::Policy;
 use anyhow::{anyhow, bail, Context, Result};
@@ -119,10 +120,17 @@ pub async fn build_image(
     labels: BTreeMap<String, String>,
     log_path: &Path,
 ) -> Result<String> {
-    build_image_with(docker, repo, policy, dockerfile, labels, log_path, false).await
+    build_image_with(
+        docker, repo, policy, dockerfile, labels, log_path, false, None,
+    )
+    .await
 }
 
-/// [`build_image`], optionally without the engine's layer cache (`rebake build --no-cache`).
+/// [`build_image`], optionally without the engine's layer cache (`rebake build --no-cache`),
+/// and optionally made reproducible: `SOURCE_DATE_EPOCH` is a build argument of every step,
+/// and the engine's image is re-written (layers and config) and loaded again, so the same
+/// inputs give the same image id (see `reproducible`).
+#[allow(clippy::too_many_arguments)]
 pub async fn build_image_with(
     docker: &Docker,
     repo: &Path,
@@ -131,6 +139,7 @@ pub async fn build_image_with(
     labels: BTreeMap<String, String>,
     log_path: &Path,
     no_cache: bool,
+    reproducible: Option<&Reproducible>,
 ) -> Result<String> {
     let name = &policy.name;
     if !crate::policy::is_valid_image_name(name) {
@@ -166,6 +175,13 @@ pub async fn build_image_with(
         forcerm: true,
         nocache: no_cache,
         labels: None,
+        // Tools that honour it (dpkg, shadow's useradd, Python's byte compiler, …) write the
+        // archive's time instead of the clock's; a template declares `ARG SOURCE_DATE_EPOCH`.
+        buildargs: reproducible.map(|r| {
+            [("SOURCE_DATE_EPOCH".to_string(), r.epoch.to_string())]
+                .into_iter()
+                .collect()
+        }),
         ..Default::default()
     };
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
@@ -217,7 +233,7 @@ pub async fn build_image_with(
         );
     }
     log.flush()?;
-    let id = match id {
+    let built = match id {
         Some(id) => id,
         None => docker
             .inspect_image(&tag)
@@ -226,6 +242,19 @@ pub async fn build_image_with(
             .id
             .ok_or_else(|| anyhow!("image {name}: the engine reports no id for {tag}"))?,
     };
+    let Some(r) = reproducible else {
+        return Ok(built);
+    };
+    let started = std::time::Instant::now();
+    let id = normalize_image(docker, &built, &tag, r)
+        .await
+        .with_context(|| format!("image {name}: making {built} reproducible"))?;
+    // The engine's own image stays (untagged) as the layer cache of the next build.
+    writeln!(
+        log,
+        "rebake: reproducible image {id} (layers and config re-written from the engine's {built} in {:.1}s)",
+        started.elapsed().as_secs_f64()
+    )?;
     Ok(id)
 }
 

@@ -9,11 +9,17 @@
 //! image config rebake writes itself (`created` = the epoch), so the same rootfs always gets the
 //! same image id — `docker import` would stamp the import time instead.
 //!
-//! `base` builds the base, `rootfs` re-writes its tarball, `image` builds a policy's image and
+//! The image built on the base is made reproducible the same way: exported, each layer above
+//! the base re-written like the rootfs (sorted, mtimes clamped, run-dependent files dropped),
+//! its config written without times or container ids, and loaded again (`reproducible`).
+//!
+//! `base` builds the base, `rootfs` re-writes its tarball and the image's layers,
+//! `reproducible` re-writes and reloads a built image, `image` builds a policy's image and
 //! reads its inventory; their public items are re-exported here.
 
 mod base;
 mod image;
+mod reproducible;
 mod rootfs;
 
 use crate::state::sha256_hex;
@@ -22,6 +28,7 @@ pub use image::{
     build_image, build_image_with, candidate_tag, context_tar, inventory, read_changelogs,
     read_container_dir, read_container_files, read_files,
 };
+pub use reproducible::Reproducible;
 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

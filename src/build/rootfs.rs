@@ -1,6 +1,10 @@
 //! The base's rootfs re-written the way debuerreotype re-writes Debian's official images:
 //! sorted, mtimes clamped to the epoch, numeric owners, logs, caches, apt lists and host
 //! files emptied or dropped, rebake's own apt sources and keyrings added; hashed as written.
+//!
+//! The same re-writing, minus what only a base needs, makes the layers the engine builds on
+//! top of it reproducible ([`normalize_layer`]): a RUN step leaves the time of the build in
+//! every mtime it touches and run-dependent files (logs, caches, apt lists, `-old` copies).
 
 use super::base::sources_text;
 use crate::debian::sources::SuiteSource;
@@ -26,6 +30,9 @@ struct Item {
     link: Option<String>,
     dev: (u32, u32),
     data: Vec<u8>,
+    /// Extended attributes (`SCHILY.xattr.*` PAX records, e.g. `security.capability`), kept in
+    /// image layers; every other PAX record (atime, ctime, sub-second mtime) is dropped.
+    xattrs: Vec<(String, Vec<u8>)>,
 }
 
 fn file_item(path: &str, data: Vec<u8>, mode: u32, mtime: u64) -> Item {
@@ -39,6 +46,7 @@ fn file_item(path: &str, data: Vec<u8>, mode: u32, mtime: u64) -> Item {
         link: None,
         dev: (0, 0),
         data,
+        xattrs: Vec::new(),
     }
 }
 
@@ -54,9 +62,21 @@ enum Fate {
     Empty,
 }
 
-fn fate(path: &str, kind: tar::EntryType) -> Fate {
+/// Which tarball is re-written: mmdebstrap's rootfs, or a layer the engine built on the base.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Base,
+    Layer,
+}
+
+fn fate(path: &str, kind: tar::EntryType, mode: Mode) -> Fate {
     let file = !kind.is_dir();
     let under = |dir: &str| path.strip_prefix(dir).filter(|r| r.starts_with('/'));
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if mode == Mode::Layer && name.starts_with(".wh.") {
+        // A whiteout deletes a path of a lower layer (the RUN's own `rm`): always kept.
+        return Fate::Keep;
+    }
     if under("dev").is_some() {
         // The engine provides /dev; device nodes in a layer need privileges to unpack.
         return Fate::Drop;
@@ -92,33 +112,33 @@ fn fate(path: &str, kind: tar::EntryType) -> Fate {
             return Fate::Empty;
         }
     }
-    if path.starts_with("etc/apt/sources.list.d/") && file {
+    if mode == Mode::Base && path.starts_with("etc/apt/sources.list.d/") && file {
         // Replaced by rebake's own sources file.
+        return Fate::Drop;
+    }
+    if mode == Mode::Layer && file && path.contains("/__pycache__/") && path.ends_with(".pyc") {
+        // Byte code written by maintainer scripts (marshal output is not stable); Python
+        // compiles it again when it needs it.
         return Fate::Drop;
     }
     Fate::Keep
 }
 
-/// Re-writes `raw` (mmdebstrap's tarball) into `out` the way debuerreotype does; returns the
-/// SHA256 of `out`.
-pub(super) fn normalize_rootfs(
-    raw: &Path,
-    out: &Path,
-    epoch: i64,
-    suites: &[SuiteSource],
-    per_source: &[Vec<usize>],
-    rings: &[(Option<PathBuf>, Vec<u8>, String, String)],
-) -> Result<String> {
-    let epoch = epoch as u64;
+/// Reads a tarball into sorted items: mtimes clamped to `epoch`, `fate` applied.
+fn read_items(raw: &Path, epoch: u64, mode: Mode) -> Result<BTreeMap<String, Item>> {
+    let what = match mode {
+        Mode::Base => "mmdebstrap's tarball",
+        Mode::Layer => "the image layer",
+    };
     let file =
         std::fs::File::open(raw).with_context(|| format!("cannot open {}", raw.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     for entry in archive
         .entries()
-        .context("mmdebstrap's tarball is unreadable")?
+        .with_context(|| format!("{what} is unreadable"))?
     {
-        let mut entry = entry.context("mmdebstrap's tarball is unreadable")?;
+        let mut entry = entry.with_context(|| format!("{what} is unreadable"))?;
         let path = clean_path(&String::from_utf8_lossy(&entry.path_bytes()));
         if path.is_empty() || path == "." {
             continue;
@@ -132,9 +152,23 @@ pub(super) fn normalize_rootfs(
             .link_name_bytes()
             .map(|l| String::from_utf8_lossy(&l).to_string());
         let mut data = Vec::new();
-        let fate = fate(&path, kind);
+        let fate = fate(&path, kind, mode);
         if matches!(fate, Fate::Drop) {
             continue;
+        }
+        let mut xattrs = Vec::new();
+        if mode == Mode::Layer {
+            if let Some(pax) = entry.pax_extensions()? {
+                for ext in pax {
+                    let ext = ext?;
+                    if let Ok(key) = ext.key() {
+                        if key.starts_with("SCHILY.xattr.") {
+                            xattrs.push((key.to_string(), ext.value_bytes().to_vec()));
+                        }
+                    }
+                }
+                xattrs.sort();
+            }
         }
         if (kind == tar::EntryType::Regular || kind == tar::EntryType::Continuous)
             && matches!(fate, Fate::Keep)
@@ -164,9 +198,25 @@ pub(super) fn normalize_rootfs(
                     h.device_minor().ok().flatten().unwrap_or(0),
                 ),
                 data,
+                xattrs,
             },
         );
     }
+    Ok(items)
+}
+
+/// Re-writes `raw` (mmdebstrap's tarball) into `out` the way debuerreotype does; returns the
+/// SHA256 of `out`.
+pub(super) fn normalize_rootfs(
+    raw: &Path,
+    out: &Path,
+    epoch: i64,
+    suites: &[SuiteSource],
+    per_source: &[Vec<usize>],
+    rings: &[(Option<PathBuf>, Vec<u8>, String, String)],
+) -> Result<String> {
+    let epoch = epoch as u64;
+    let mut items = read_items(raw, epoch, Mode::Base)?;
 
     // Keyrings: keep a path the image has itself (e.g. from debian-archive-keyring), else
     // ship a copy under /etc/apt/keyrings.
@@ -202,9 +252,24 @@ pub(super) fn normalize_rootfs(
         IMAGE_SOURCES.to_string(),
         file_item(IMAGE_SOURCES, text.into_bytes(), 0o644, epoch),
     );
+    relink(&mut items, "rootfs")?;
+    write_items(&items, out)
+}
 
-    // Hard links: sorting may put a link before the file it links to; the first path (in
-    // order) of each group becomes the file, the others link to it.
+/// Re-writes one image layer (`raw`, as `docker save` gives it) into `out`: sorted, mtimes
+/// clamped to `epoch`, numeric owners only, no atime/ctime, run-dependent files dropped or
+/// emptied (as for the base: logs, apt lists and caches, ldconfig's aux-cache, `-old`
+/// copies, byte code), whiteouts and extended attributes kept. Returns the SHA256 of `out`
+/// (the layer's diff id).
+pub(super) fn normalize_layer(raw: &Path, out: &Path, epoch: i64) -> Result<String> {
+    let mut items = read_items(raw, epoch.max(0) as u64, Mode::Layer)?;
+    relink(&mut items, "image layer")?;
+    write_items(&items, out)
+}
+
+/// Hard links: sorting may put a link before the file it links to; the first path (in
+/// order) of each group becomes the file, the others link to it.
+fn relink(items: &mut BTreeMap<String, Item>, what: &str) -> Result<()> {
     let links: Vec<(String, String)> = items
         .values()
         .filter(|i| i.kind == tar::EntryType::Link)
@@ -213,7 +278,7 @@ pub(super) fn normalize_rootfs(
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (path, target) in links {
         if !items.contains_key(&target) {
-            bail!("rootfs: hard link {path} points at {target}, which is not in the tarball");
+            bail!("{what}: hard link {path} points at {target}, which is not in the tarball");
         }
         groups.entry(target).or_default().push(path);
     }
@@ -237,7 +302,11 @@ pub(super) fn normalize_rootfs(
             }
         }
     }
+    Ok(())
+}
 
+/// Writes the items in order to `out`; returns its SHA256.
+fn write_items(items: &BTreeMap<String, Item>, out: &Path) -> Result<String> {
     let out_file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut hashing = HashWriter {
@@ -257,6 +326,9 @@ pub(super) fn normalize_rootfs(
 }
 
 fn append_item<W: Write>(builder: &mut tar::Builder<W>, item: &Item) -> Result<()> {
+    if !item.xattrs.is_empty() {
+        builder.append_pax_extensions(item.xattrs.iter().map(|(k, v)| (k.as_str(), &v[..])))?;
+    }
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(item.kind);
     h.set_mode(item.mode);
@@ -441,5 +513,84 @@ mod tests {
             .iter()
             .any(|n| n.ends_with("_Packages") || n.ends_with(".bin")));
         assert!(!names.iter().any(|n| n.starts_with("dev/")), "{names:?}");
+    }
+
+    #[test]
+    fn layer_keeps_whiteouts_and_xattrs_and_drops_what_the_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, reversed: bool| {
+            let path = dir.path().join(name);
+            let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+            let mut entries: Vec<(&str, &[u8])> = vec![
+                ("usr/bin/ping", b"elf"),
+                ("var/lib/apt/lists/.wh.lock", b""),
+                ("var/cache/ldconfig/aux-cache", b"inodes"),
+                ("var/log/dpkg.log", b"2026-11-29 19:00:00 install"),
+                (
+                    "usr/lib/python3/dist-packages/x/__pycache__/a.cpython-313.pyc",
+                    b"pyc",
+                ),
+                ("var/lib/dpkg/status-old", b"old"),
+                ("etc/apt/sources.list.d/extra.sources", b"Types: deb"),
+            ];
+            if reversed {
+                entries.reverse();
+            }
+            for (name, data) in entries {
+                if name == "usr/bin/ping" {
+                    b.append_pax_extensions([
+                        ("SCHILY.xattr.security.capability", &b"\x01\x00\x00\x02"[..]),
+                        ("atime", if reversed { &b"1"[..] } else { &b"2"[..] }),
+                    ])
+                    .unwrap();
+                }
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o755);
+                h.set_mtime(if reversed {
+                    4_000_000_000
+                } else {
+                    4_000_000_001
+                });
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, data).unwrap();
+            }
+            b.finish().unwrap();
+            path
+        };
+        let (a, b) = (write("a.tar", false), write("b.tar", true));
+        let (oa, ob) = (dir.path().join("oa.tar"), dir.path().join("ob.tar"));
+        let sha = normalize_layer(&a, &oa, 1_700_000_000).unwrap();
+        assert_eq!(sha, normalize_layer(&b, &ob, 1_700_000_000).unwrap());
+        assert_eq!(std::fs::read(&oa).unwrap(), std::fs::read(&ob).unwrap());
+        let bytes = std::fs::read(&oa).unwrap();
+        let mut seen = Vec::new();
+        for e in tar::Archive::new(&bytes[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            assert_eq!(e.header().mtime().unwrap(), 1_700_000_000, "{name}");
+            let pax: Vec<String> = e
+                .pax_extensions()
+                .unwrap()
+                .map(|p| p.map(|x| x.unwrap().key().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            match name.as_str() {
+                "usr/bin/ping" => assert_eq!(pax, ["SCHILY.xattr.security.capability"]),
+                "var/log/dpkg.log" => assert!(data.is_empty()),
+                _ => assert!(pax.is_empty(), "{name}: {pax:?}"),
+            }
+            seen.push(name);
+        }
+        assert_eq!(
+            seen,
+            [
+                "etc/apt/sources.list.d/extra.sources",
+                "usr/bin/ping",
+                "var/lib/apt/lists/.wh.lock",
+                "var/log/dpkg.log"
+            ]
+        );
     }
 }

@@ -394,3 +394,117 @@ fn inline_keyring_armor_is_what_gpg_dearmors() {
     );
     assert_eq!(out.stdout, packets, "gpg --dearmor gives other bytes");
 }
+
+/// `git` in `dir`, with a fixed identity and dates (the commit id is then the same anywhere).
+fn git(dir: &Path, args: &[&str]) {
+    crate::support::require_tool("git", "git");
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "rebake test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.org")
+        .env("GIT_COMMITTER_NAME", "rebake test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.org")
+        .env("GIT_AUTHOR_DATE", "2025-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2025-01-01T00:00:00Z")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bit-for-bit reproducible images: two `rebake build --no-cache` runs of the same commit, each
+/// with its own state directory (so its own base from mmdebstrap) and no layer reused, give the
+/// same image id; pushed by the engine to two registries, the same digest. The image is the
+/// small `hello` one (the example images: scripts/reproducible-build.sh).
+#[test]
+fn two_no_cache_builds_of_a_commit_give_the_same_image_id_and_digest() {
+    use crate::support::registry::TestRegistry;
+    crate::support::require_tool("mmdebstrap", "mmdebstrap");
+    let docker = docker();
+    let name = "hello-repro";
+    let policy = "template: debian.Dockerfile.hbs\nsuite: trixie\narchitecture: amd64\n\
+                  packages:\n  - hello\nvars:\n  cmd: hello\ntests:\n  - name: greets\n    \
+                  command: [hello]\n    expect_stdout: Hello, world!\n";
+    let first_repo = tempfile::tempdir().unwrap();
+    let origin = first_repo.path();
+    std::fs::create_dir_all(origin.join("policies")).unwrap();
+    std::fs::create_dir_all(origin.join("templates")).unwrap();
+    std::fs::write(origin.join(format!("policies/{name}.yaml")), policy).unwrap();
+    let template = "templates/debian.Dockerfile.hbs";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join(template), origin.join(template)).unwrap();
+    git(origin, &["init", "-q", "-b", "main"]);
+    git(origin, &["add", "."]);
+    git(origin, &["commit", "-q", "-m", "images"]);
+
+    let mut built = Vec::new();
+    for n in 0..2 {
+        let registry = TestRegistry::start();
+        let state = tempfile::tempdir().unwrap();
+        let repo = state.path().join("repo");
+        git(
+            state.path(),
+            &["clone", "-q", origin.to_str().unwrap(), "repo"],
+        );
+        let config = state.path().join("rebake.yaml");
+        std::fs::write(
+            &config,
+            format!("registry:\n  url: {}\n  insecure: true\n", registry.host()),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let out = crate::scan::rebake(
+            state.path(),
+            &[
+                "build",
+                name,
+                "--force",
+                "--no-cache",
+                "--config",
+                config.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        assert!(
+            out.status.success(),
+            "build {n} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "reproducible build {n} (base from scratch, no layer cache, push): {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        let lock = rebake::lock::Lock::read(&repo.join(format!("images/{name}/rebake.lock")))
+            .expect("the lock");
+        let image = lock.image.expect("the lock records the image");
+        let digest = image.digest.expect("the lock records the pushed digest");
+        let log = std::fs::read_to_string(state.path().join(format!("state/logs/{name}.log")))
+            .unwrap_or_default();
+        assert!(log.contains("rebake: reproducible image"), "{log}");
+        built.push((image.id, digest.split_once('@').unwrap().1.to_string()));
+    }
+    assert_eq!(
+        built[0].0, built[1].0,
+        "two --no-cache builds of one commit gave two image ids"
+    );
+    assert_eq!(built[0].1, built[1].1, "same image, two registry digests");
+
+    // The config holds the archive's time, not the build's; the image still works.
+    let epoch = crate::support::engine::archive_epoch(&release_suites(RELEASE), RELEASE);
+    let created = chrono::DateTime::from_timestamp(epoch, 0).unwrap();
+    runtime().block_on(async {
+        let inspect = docker.inspect_image(&built[0].0).await.expect("the image");
+        let got = inspect.created.unwrap_or_default();
+        assert!(
+            got.starts_with(&created.format("%Y-%m-%dT%H:%M:%S").to_string()),
+            "created {got}, archive {created}"
+        );
+        let (code, out) = run_in(&docker, &built[0].0, &["hello"]).await;
+        assert_eq!((code, out.trim()), (0, "Hello, world!"));
+    });
+}
