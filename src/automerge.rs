@@ -109,8 +109,27 @@ fn kinds_allowed(members: &[Member<'_>]) -> Option<Result<(), String>> {
     Some(Ok(()))
 }
 
-/// Checks the proposal and merges it when everything allows it.
+/// Checks the proposal and merges it when everything allows it. When it may not be merged now,
+/// a merge the forge scheduled earlier (Gitea's "merge when checks succeed") is cancelled, so a
+/// request for changes or a person's commit stops it there too.
 pub async fn automerge<F: Forge>(forge: &F, ask: Ask<'_>) -> Result<Outcome> {
+    let proposal = ask.proposal;
+    let outcome = decide_and_merge(forge, ask).await?;
+    if let Outcome::NotMerged(why) = &outcome {
+        if forge.merges_when_checks_succeed() && forge.cancel_scheduled_merge(proposal).await? {
+            let note = format!("rebake cancelled the merge it had asked for: {why}.");
+            if let Err(e) = forge.comment_on(proposal, &note).await {
+                tracing::warn!("cannot comment on the proposal: {e}");
+            }
+            return Ok(Outcome::NotMerged(format!(
+                "{why} (the scheduled merge was cancelled)"
+            )));
+        }
+    }
+    Ok(outcome)
+}
+
+async fn decide_and_merge<F: Forge>(forge: &F, ask: Ask<'_>) -> Result<Outcome> {
     let Some(allowed) = kinds_allowed(ask.members) else {
         return Ok(Outcome::Off);
     };
@@ -174,6 +193,10 @@ pub async fn automerge<F: Forge>(forge: &F, ask: Ask<'_>) -> Result<Outcome> {
         MergeOutcome::Scheduled => Outcome::Scheduled,
         MergeOutcome::NotMerged(why) => return not(why),
     };
+    if outcome == Outcome::Scheduled && already_scheduled(ask.state_dir, ask.head) {
+        // Asked on an earlier run; the forge still waits for the checks.
+        return Ok(outcome);
+    }
     let kinds: Vec<&str> = ask.members.iter().map(|m| m.kind.word()).collect();
     let images: Vec<&str> = ask.members.iter().map(|m| m.policy.name.as_str()).collect();
     let what = match &outcome {
@@ -212,4 +235,13 @@ pub async fn automerge<F: Forge>(forge: &F, ask: Ask<'_>) -> Result<Outcome> {
         }),
     )?;
     Ok(outcome)
+}
+
+/// Whether the deployment log records a merge already scheduled for `head`.
+fn already_scheduled(state_dir: &Path, head: &str) -> bool {
+    std::fs::read_to_string(state_dir.join(crate::rollout::DEPLOYMENT_LOG))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| v["event"] == "automerge-scheduled" && v["head"] == head)
 }

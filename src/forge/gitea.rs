@@ -575,6 +575,16 @@ impl Forge for Gitea {
         Ok(super::changes_requested_by(&verdicts))
     }
 
+    async fn cancel_scheduled_merge(&self, proposal: &Proposal) -> ForgeResult<bool> {
+        let url = self.repo_url(&["pulls", &proposal.number.to_string(), "merge"]);
+        match self.call(Method::DELETE, url, None).await {
+            Ok(_) => Ok(true),
+            // Nothing scheduled.
+            Err(ForgeError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn merge(
         &self,
         proposal: &Proposal,

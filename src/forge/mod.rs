@@ -256,6 +256,14 @@ pub trait Forge: Send + Sync {
         proposal: &Proposal,
         request: &MergeRequest,
     ) -> impl Future<Output = ForgeResult<MergeOutcome>> + Send;
+    /// Cancels a merge the forge scheduled for when checks succeed; whether there was one.
+    fn cancel_scheduled_merge(
+        &self,
+        proposal: &Proposal,
+    ) -> impl Future<Output = ForgeResult<bool>> + Send {
+        let _ = proposal;
+        async { Ok(false) }
+    }
     /// Says why, then closes. (Plain git: logs the note and deletes the branch, leased.)
     fn close_with_comment(
         &self,
@@ -341,5 +349,8 @@ impl Forge for AnyForge {
         request: &MergeRequest,
     ) -> ForgeResult<MergeOutcome> {
         each_forge!(self, f => f.merge(proposal, request).await)
+    }
+    async fn cancel_scheduled_merge(&self, proposal: &Proposal) -> ForgeResult<bool> {
+        each_forge!(self, f => f.cancel_scheduled_merge(proposal).await)
     }
 }

@@ -374,6 +374,35 @@ fn gitea_security_proposal_is_merged_when_its_checks_succeed() {
         fake.comments(2)
     );
 
+    // Asked again while CI still runs: no second comment.
+    let again = rebake(&ops, state, &["propose", "--no-push"], &env);
+    assert!(
+        stderr(&again).contains("automerge scheduled"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(fake.comments(2).len(), 1, "{:?}", fake.comments(2));
+
+    // A reviewer asks for changes: rebake cancels the merge Gitea had scheduled.
+    fake.add_review(2, "alice", "REQUEST_CHANGES", false);
+    let requested = rebake(&ops, state, &["propose", "--no-push"], &env);
+    assert!(
+        stderr(&requested)
+            .contains("changes requested by alice (the scheduled merge was cancelled)"),
+        "{}",
+        text(&requested)
+    );
+    assert!(fake.scheduled_merges().is_empty());
+    // The review is dismissed: scheduled again.
+    fake.add_review(2, "alice", "REQUEST_CHANGES", true);
+    let rescheduled = rebake(&ops, state, &["propose", "--no-push"], &env);
+    assert!(
+        stderr(&rescheduled).contains("automerge scheduled"),
+        "{}",
+        text(&rescheduled)
+    );
+    assert_eq!(fake.scheduled_merges(), [2]);
+
     // ci/build passes: Gitea merges the head rebake checked; the deploy follows.
     let head = branch_head(&ops.bare, "rebake/ticker").unwrap();
     fake.set_status(&head, "ci/build", "success");

@@ -798,6 +798,13 @@ impl Inner {
                     Err(e) => answer(405, self.error(&e)),
                 }
             }
+            ("DELETE", "/repos/{owner}/{repo}/pulls/{index}/merge") => {
+                let Some(n) = index.filter(|n| st.scheduled.contains(n)) else {
+                    return not_found();
+                };
+                st.scheduled.retain(|s| *s != n);
+                answer(204, Value::Null)
+            }
             ("GET", "/repos/{owner}/{repo}/pulls/{index}/reviews") => {
                 if !st.prs.iter().any(|p| Some(p.number) == index) {
                     return not_found();
