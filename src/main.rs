@@ -130,6 +130,20 @@ enum Command {
         #[arg(long, value_enum, default_value = "spdx")]
         format: SbomFormatArg,
     },
+    /// Check an image against its lock in this checkout: what its deploy targets run, that
+    /// the registry has its digest, and with --rebuild that this commit builds the same image
+    /// id. Exit 4: a target runs another image; 5: the registry lacks the digest; 6: the
+    /// rebuild differs.
+    Verify {
+        /// The image (its policy's name).
+        image: String,
+        /// Also build this commit (nothing pushed) and compare the image id with the lock's.
+        #[arg(long)]
+        rebuild: bool,
+        /// apt deb822 .sources file to read archives from (default: rebake.yaml's, else the host's apt sources).
+        #[arg(long)]
+        sources: Option<PathBuf>,
+    },
     /// The fleet at a glance: per image its lock, pending updates, open proposal, what each
     /// deploy target runs, and the last error.
     Status {
@@ -289,6 +303,18 @@ fn main() -> ExitCode {
                 force,
                 no_cache,
                 format: format.into(),
+            },
+        ),
+        Command::Verify {
+            image,
+            rebuild,
+            sources,
+        } => app::verify(
+            &ctx,
+            app::VerifyRequest {
+                image,
+                sources,
+                rebuild,
             },
         ),
         Command::Status {

@@ -24,6 +24,7 @@ pub mod run;
 pub mod sbom;
 pub mod scan;
 pub mod serve;
+pub mod verify;
 
 pub use build::{build, BuildRequest};
 pub use check::check;
@@ -38,6 +39,7 @@ pub use run::{embedded_default_repo, run_once, RunRequest, EMBEDDED_DEFAULT};
 pub use sbom::{sbom, SbomFormat, SbomRequest};
 pub use scan::{inventories_from_repo, scan, ScanFormat, ScanRequest, EXIT_UPDATES_FOUND};
 pub use serve::{scan_schedules, scan_schedules_at_default_branch, serve, ServiceJobs};
+pub use verify::{verify, VerifyRequest};
 
 /// A scratch copy of the default branch's tree as the workspace last fetched it (`fetch`: fetch
 /// first).

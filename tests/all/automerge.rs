@@ -121,7 +121,6 @@ fn deploys(ops: &GitOps, state: &Path, env: &[(&str, &str)], container: &str) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), image);
-    remove_container(container);
 }
 
 fn stderr(out: &Output) -> String {
@@ -178,6 +177,32 @@ fn plain_git_security_proposal_is_fast_forwarded_then_deployed() {
     let after = rebake(&ops, state, &["propose", "--no-push"], &[]);
     assert_eq!(action(&after, "ticker"), "current", "{}", text(&after));
     deploys(&ops, state, &[], container);
+
+    // `rebake verify`: the target runs the lock's image, and this commit builds it again.
+    let verified = rebake(&ops, state, &["verify", "ticker", "--rebuild"], &[]);
+    let out = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    assert!(
+        out.contains(&format!("docker:{container} runs the lock's image")),
+        "{out}"
+    );
+    assert!(out.contains("rebuild:   same image id sha256:"), "{out}");
+    assert!(out.contains("signature: not checked"), "{out}");
+    // A lock that says another image: the target's check fails, with its own exit status.
+    let lock_path = ops.clone.join("images/ticker/rebake.lock");
+    let lock_text = std::fs::read_to_string(&lock_path).unwrap();
+    let mut other = rebake::lock::Lock::parse(&lock_text, &lock_path).unwrap();
+    other.image.as_mut().unwrap().id = format!("sha256:{}", "0".repeat(64));
+    std::fs::write(&lock_path, other.to_yaml().unwrap()).unwrap();
+    let tampered = rebake(&ops, state, &["verify", "ticker"], &[]);
+    assert_eq!(tampered.status.code(), Some(4), "{}", text(&tampered));
+    assert!(
+        String::from_utf8_lossy(&tampered.stdout).contains("FAILED"),
+        "{}",
+        text(&tampered)
+    );
+    std::fs::write(&lock_path, lock_text).unwrap();
+    remove_container(container);
 
     // The fix's way to the running container, timed from its first verified sighting.
     let timeline = rebake::timeline::read(state).unwrap();
@@ -326,6 +351,7 @@ fn github_security_proposal_waits_for_checks_a_clean_branch_and_reviews() {
     );
     assert_eq!(automerge_records(state, &rebake_head).len(), 1);
     deploys(&ops, state, &env, container);
+    remove_container(container);
     fake.assert_no_violations();
 }
 
@@ -408,6 +434,7 @@ fn gitea_security_proposal_is_merged_when_its_checks_succeed() {
     fake.set_status(&head, "ci/build", "success");
     assert!(fake.pr(2).merged);
     deploys(&ops, state, &env, container);
+    remove_container(container);
     fake.assert_no_violations();
 }
 
