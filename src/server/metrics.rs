@@ -49,35 +49,6 @@ struct ContainerLabels {
     container: String,
 }
 
-/// Gauges by label set, sorted, replaced as a whole by each scan of the running containers.
-#[derive(Debug)]
-struct GaugeFamily<L>(Arc<Mutex<BTreeMap<L, Gauge>>>);
-
-impl<L> Clone for GaugeFamily<L> {
-    fn clone(&self) -> Self {
-        GaugeFamily(self.0.clone())
-    }
-}
-
-impl<L> Default for GaugeFamily<L> {
-    fn default() -> Self {
-        GaugeFamily(Arc::default())
-    }
-}
-
-impl<L: EncodeLabelSet + Ord + fmt::Debug + Send + Sync + 'static> EncodeMetric for GaugeFamily<L> {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        for (labels, gauge) in lock(&self.0).iter() {
-            gauge.encode(encoder.encode_family(labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Gauge
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
@@ -89,21 +60,26 @@ struct WebhookLabels {
     result: String,
 }
 
-/// Counters by label set, written in the order of their labels and listed (`# HELP`, `# TYPE`)
-/// before their first sample, as `/metrics` always showed them. prometheus-client's own
-/// `Family` writes its samples in hash order and leaves out a family that has none yet.
+/// Metrics (counters, gauges) by label set, written in the order of their labels and listed
+/// (`# HELP`, `# TYPE`) before their first sample, as `/metrics` always showed them.
+/// prometheus-client's own `Family` writes its samples in hash order and leaves out a family that
+/// has none yet.
 #[derive(Debug)]
-struct CounterFamily<L>(Arc<Mutex<BTreeMap<L, Counter>>>);
+struct Family<L, M>(Arc<Mutex<BTreeMap<L, M>>>);
 
-impl<L> Clone for CounterFamily<L> {
+type CounterFamily<L> = Family<L, Counter>;
+/// Replaced as a whole by each scan of the running containers.
+type GaugeFamily<L> = Family<L, Gauge>;
+
+impl<L, M> Clone for Family<L, M> {
     fn clone(&self) -> Self {
-        CounterFamily(self.0.clone())
+        Family(self.0.clone())
     }
 }
 
-impl<L> Default for CounterFamily<L> {
+impl<L, M> Default for Family<L, M> {
     fn default() -> Self {
-        CounterFamily(Arc::default())
+        Family(Arc::default())
     }
 }
 
@@ -113,18 +89,20 @@ impl<L: Ord> CounterFamily<L> {
     }
 }
 
-impl<L: EncodeLabelSet + Ord + fmt::Debug + Send + Sync + 'static> EncodeMetric
-    for CounterFamily<L>
+impl<L, M> EncodeMetric for Family<L, M>
+where
+    L: EncodeLabelSet + Ord + fmt::Debug + Send + Sync + 'static,
+    M: EncodeMetric + Default + fmt::Debug + Send + Sync + 'static,
 {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        for (labels, counter) in lock(&self.0).iter() {
-            counter.encode(encoder.encode_family(labels)?)?;
+        for (labels, metric) in lock(&self.0).iter() {
+            metric.encode(encoder.encode_family(labels)?)?;
         }
         Ok(())
     }
 
     fn metric_type(&self) -> MetricType {
-        MetricType::Counter
+        M::default().metric_type()
     }
 }
 
