@@ -601,20 +601,7 @@ impl Forge for Gitea {
         });
         match self.call(Method::POST, url, Some(&body)).await {
             Ok(_) => {}
-            // 405: not mergeable now (checks, reviews, protection); 409: conflict or a moved
-            // head.
-            Err(ForgeError::Invalid {
-                status: 405 | 422,
-                message,
-                ..
-            })
-            | Err(ForgeError::Conflict { message, .. }) => {
-                return Ok(MergeOutcome::NotMerged(format!(
-                    "Gitea did not merge it: {}",
-                    super::http::api_message(&message)
-                )))
-            }
-            Err(e) => return Err(e),
+            Err(e) => return super::refused_merge(NAME, e),
         }
         // Merged now, or (merge_when_checks_succeed with checks still running) scheduled:
         // the pull request says which.

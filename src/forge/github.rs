@@ -558,18 +558,7 @@ impl Forge for GitHub {
                 let merged: MergedJson = self.parse(v, "the merge")?;
                 Ok(MergeOutcome::Merged { commit: merged.sha })
             }
-            // 405: not mergeable now (branch protection's required checks or reviews, a
-            // conflict); 409: the head moved; 422: the head is not mergeable.
-            Err(ForgeError::Invalid {
-                status: 405 | 422,
-                message,
-                ..
-            })
-            | Err(ForgeError::Conflict { message, .. }) => Ok(MergeOutcome::NotMerged(format!(
-                "GitHub did not merge it: {}",
-                super::http::api_message(&message)
-            ))),
-            Err(e) => Err(e),
+            Err(e) => super::refused_merge(FORGE, e),
         }
     }
 }

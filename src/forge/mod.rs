@@ -124,6 +124,24 @@ pub enum MergeOutcome {
     NotMerged(String),
 }
 
+/// A merge request's error as the forge's refusal to merge now — 405 (not mergeable now:
+/// required checks, reviews, protection, a conflict), 409 (the head moved, a conflict) or 422
+/// (the head is not mergeable): the next run tries again. Any other error stays an error.
+pub fn refused_merge(forge: &str, e: ForgeError) -> ForgeResult<MergeOutcome> {
+    match e {
+        ForgeError::Invalid {
+            status: 405 | 422,
+            message,
+            ..
+        }
+        | ForgeError::Conflict { message, .. } => Ok(MergeOutcome::NotMerged(format!(
+            "{forge} did not merge it: {}",
+            http::api_message(&message)
+        ))),
+        e => Err(e),
+    }
+}
+
 /// The commit statuses on a commit other than rebake's own `rebake/test`, taken together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OtherChecks {
