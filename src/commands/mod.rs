@@ -31,7 +31,7 @@ pub use check::check;
 pub use connect::{connect_forge, Connection};
 use deploy::deploy_on;
 pub use deploy::{deploy, deploy_async, DeployRequest};
-pub use fleet::{status, StatusRequest};
+pub use fleet::{dashboard, dashboard_on, status, StatusRequest};
 use propose::propose_on;
 pub use propose::{propose, propose_async, ProposeRequest};
 pub use render::{render, RenderRequest};

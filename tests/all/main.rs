@@ -1,5 +1,6 @@
 mod automerge;
 mod check;
+mod dashboard;
 
 mod build;
 mod debian_semantics;
