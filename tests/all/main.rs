@@ -25,3 +25,4 @@ mod serve_e2e;
 mod server;
 mod support;
 mod support_selftest;
+mod trees;
