@@ -16,7 +16,7 @@ use crate::state::write_atomic;
 use crate::{engine, publish, render, test};
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::Docker;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,6 +26,10 @@ pub struct BuildPlan {
     pub repo: PathBuf,
     pub state_dir: PathBuf,
     pub engine_host: String,
+    /// Builds at once per engine.
+    pub jobs: usize,
+    /// More engines to build on besides `engine_host` (each reached by address).
+    pub builders: Vec<String>,
     /// None: no push; the engine's image id is the identity.
     pub registry: Option<RegistryConfig>,
     pub force: bool,
@@ -56,7 +60,15 @@ type Key = (String, String);
 struct Release {
     index: ReleaseIndex,
     suites: Vec<SuiteSource>,
-    base: Option<BaseImage>,
+}
+
+/// One engine images are built on, with the Debian bases it holds (made once per release).
+struct Engine {
+    host: String,
+    docker: Docker,
+    bases: tokio::sync::Mutex<BTreeMap<Key, BaseImage>>,
+    /// Builds running on it now.
+    running: std::sync::atomic::AtomicUsize,
 }
 
 /// The release's main suite `Date` as a unix time: the base's SOURCE_DATE_EPOCH.
@@ -70,18 +82,24 @@ fn archive_epoch(index: &ReleaseIndex) -> Result<i64> {
     Ok(parse_date(&main.date)?.timestamp())
 }
 
-/// The verified indices, the engine and the bases of one run, shared by every image it builds.
+/// The verified indices, the engines and the bases of one run, shared by every image it
+/// builds.
 pub struct Builder {
     pub plan: BuildPlan,
-    docker: Docker,
+    /// The main engine first, then `plan.builders`.
+    engines: Vec<Engine>,
     releases: BTreeMap<Key, Release>,
     progress: Progress,
     /// Names the CVEs and advisories of what changes, when a tracker is configured.
     tracker: Option<std::sync::Arc<crate::security::Tracker>>,
+    /// Which engine built each image of this run (its changelogs are read there).
+    built_on: std::sync::Mutex<BTreeMap<String, usize>>,
+    /// Builds at once over all engines.
+    slots: tokio::sync::Semaphore,
 }
 
 impl Builder {
-    /// Fetches (verified) the releases the policies need and connects to the engine.
+    /// Fetches (verified) the releases the policies need and connects to the engines.
     pub async fn new(
         plan: BuildPlan,
         entries: &[SourceEntry],
@@ -97,27 +115,39 @@ impl Builder {
             }
             let suites = suites_for_release(entries, &p.suite)?;
             let index = fetch_release(&fetcher, &p.suite, &p.architecture, &suites).await?;
-            releases.insert(
-                key,
-                Release {
-                    index,
-                    suites,
-                    base: None,
-                },
-            );
+            releases.insert(key, Release { index, suites });
         }
-        let docker = engine::connect(&plan.engine_host).await?;
+        let mut engines = Vec::new();
+        for host in std::iter::once(&plan.engine_host).chain(&plan.builders) {
+            engines.push(Engine {
+                host: host.clone(),
+                docker: engine::connect(host).await?,
+                bases: tokio::sync::Mutex::new(BTreeMap::new()),
+                running: std::sync::atomic::AtomicUsize::new(0),
+            });
+        }
+        let slots = tokio::sync::Semaphore::new(plan.jobs.max(1) * engines.len());
         Ok(Builder {
             plan,
-            docker,
+            engines,
             releases,
             progress,
             tracker: None,
+            built_on: std::sync::Mutex::new(BTreeMap::new()),
+            slots,
         })
     }
 
+    /// The main engine.
     pub fn docker(&self) -> &Docker {
-        &self.docker
+        &self.engines[0].docker
+    }
+
+    /// The engine that built `image` in this run (else the main one).
+    fn docker_of(&self, image: &str) -> &Docker {
+        let built_on = self.built_on.lock().unwrap_or_else(|e| e.into_inner());
+        let i = built_on.get(image).copied().unwrap_or(0);
+        &self.engines[i].docker
     }
 
     pub fn set_tracker(&mut self, tracker: Option<std::sync::Arc<crate::security::Tracker>>) {
@@ -149,20 +179,25 @@ impl Builder {
         let Some(image) = new.image.as_ref().filter(|_| !wanted.is_empty()) else {
             return Ok(first);
         };
-        let changelogs =
-            match build::read_changelogs(&self.docker, &image.id, &new.architecture, &wanted).await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    // Not the same as an image without changelogs: say nothing about them.
-                    tracing::warn!(
-                        "{}: cannot read changelogs from {}: {e:#}",
-                        policy.name,
-                        image.id
-                    );
-                    return Ok(first);
-                }
-            };
+        let changelogs = match build::read_changelogs(
+            self.docker_of(&policy.name),
+            &image.id,
+            &new.architecture,
+            &wanted,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                // Not the same as an image without changelogs: say nothing about them.
+                tracing::warn!(
+                    "{}: cannot read changelogs from {}: {e:#}",
+                    policy.name,
+                    image.id
+                );
+                return Ok(first);
+            }
+        };
         Ok(crate::plan::changes(old, new, index, tracker, &changelogs))
     }
 
@@ -199,11 +234,12 @@ impl Builder {
         is_current(repo, policy, index, &old, &pinned)
     }
 
-    /// Builds one image in `self.plan.repo` unless it is current (or `force`).
-    pub async fn build(&mut self, policy: &Policy) -> Result<Built> {
+    /// Builds one image in `self.plan.repo` unless it is current (or `force`), on the engine
+    /// with the fewest builds running ([`Builder::build_many`] keeps to the build slots).
+    async fn build(&self, policy: &Policy) -> Result<Built> {
         let rel = self
             .releases
-            .get_mut(&(policy.suite.clone(), policy.architecture.clone()))
+            .get(&(policy.suite.clone(), policy.architecture.clone()))
             .ok_or_else(|| {
                 anyhow!(
                     "no index fetched for {}/{}",
@@ -211,8 +247,87 @@ impl Builder {
                     policy.architecture
                 )
             })?;
-        build_one(&self.plan, &self.docker, rel, policy, &self.progress).await
+        use std::sync::atomic::Ordering;
+        let (i, engine) = self
+            .engines
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, e)| (e.running.load(Ordering::SeqCst), *i))
+            .expect("at least the main engine");
+        engine.running.fetch_add(1, Ordering::SeqCst);
+        if self.engines.len() > 1 {
+            let _ = self
+                .progress
+                .stage(&policy.name, &format!("on engine {}", engine.host));
+        }
+        let result = build_one(&self.plan, engine, rel, policy, &self.progress).await;
+        engine.running.fetch_sub(1, Ordering::SeqCst);
+        self.built_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(policy.name.clone(), i);
+        result
     }
+
+    /// Builds `policies` (parents before children, as loaded): up to `jobs` per engine at once,
+    /// a child only after its parent (a child of a failed parent fails without building).
+    /// Results in the order of `policies`, each with its time.
+    pub async fn build_many(&self, policies: &[&Policy]) -> Vec<(Result<Built>, TimedRun)> {
+        let run_started = Instant::now();
+        let in_run: BTreeSet<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+        // A policy's depth among the ones built now: its parent's plus one.
+        let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in policies {
+            let d = match p.from.as_deref() {
+                Some(parent) if in_run.contains(parent) => depth.get(parent).map_or(0, |d| d + 1),
+                _ => 0,
+            };
+            depth.insert(p.name.as_str(), d);
+        }
+        let mut results: Vec<Option<(Result<Built>, TimedRun)>> =
+            policies.iter().map(|_| None).collect();
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        for level in 0..=depth.values().copied().max().unwrap_or(0) {
+            let wave: Vec<usize> = (0..policies.len())
+                .filter(|i| depth[policies[*i].name.as_str()] == level)
+                .collect();
+            let runs = wave.iter().map(|&i| {
+                let p = policies[i];
+                let parent_failed = p.from.as_ref().filter(|f| failed.contains(*f)).cloned();
+                async move {
+                    let slot = self.slots.acquire().await;
+                    let started = run_started.elapsed();
+                    let result = match (parent_failed, slot) {
+                        (Some(parent), _) => Err(anyhow!(
+                            "image {}: not built: its parent {parent} failed",
+                            p.name
+                        )),
+                        (None, Err(e)) => Err(anyhow!("no build slot: {e}")),
+                        (None, Ok(_slot)) => self.build(p).await,
+                    };
+                    let finished = run_started.elapsed();
+                    (i, result, TimedRun { started, finished })
+                }
+            });
+            for (i, result, timed) in futures_util::future::join_all(runs).await {
+                if result.is_err() {
+                    failed.insert(policies[i].name.clone());
+                }
+                results[i] = Some((result, timed));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every wave ran"))
+            .collect()
+    }
+}
+
+/// When a build ran, from the start of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct TimedRun {
+    pub started: std::time::Duration,
+    pub finished: std::time::Duration,
 }
 
 /// What `rebake build` did for one image.
@@ -224,6 +339,10 @@ pub struct BuildResult {
     pub image_id: Option<String>,
     pub digest: Option<String>,
     pub duration_ms: u64,
+    /// When its build started, from the start of the run (builds overlap with `engine.jobs`).
+    pub started_ms: u64,
+    /// The engine it was built on.
+    pub engine: Option<String>,
     pub error: Option<String>,
 }
 
@@ -233,38 +352,52 @@ pub async fn build_all(
     policies: &[Policy],
     progress: Progress,
 ) -> Result<Vec<BuildResult>> {
-    let mut builder = Builder::new(plan.clone(), entries, policies, progress.clone()).await?;
-    let mut results = Vec::new();
-    for p in policies {
-        let started = Instant::now();
-        let outcome = builder.build(p).await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        results.push(match outcome {
-            Ok(built) => {
-                let (result, lock) = match built {
-                    Built::Current(lock) => ("current", lock),
-                    Built::New(lock) => ("built", lock),
-                };
-                BuildResult {
-                    image: p.name.clone(),
-                    result: result.into(),
-                    image_id: lock.image.as_ref().map(|i| i.id.clone()),
-                    digest: lock.image.and_then(|i| i.digest),
-                    duration_ms,
-                    error: None,
+    let builder = Builder::new(plan.clone(), entries, policies, progress.clone()).await?;
+    let selected: Vec<&Policy> = policies.iter().collect();
+    let outcomes = builder.build_many(&selected).await;
+    Ok(policies
+        .iter()
+        .zip(outcomes)
+        .map(|(p, (outcome, timed))| {
+            let duration_ms = (timed.finished - timed.started).as_millis() as u64;
+            let mut r = match outcome {
+                Ok(built) => {
+                    let (result, lock) = match built {
+                        Built::Current(lock) => ("current", lock),
+                        Built::New(lock) => ("built", lock),
+                    };
+                    BuildResult {
+                        image: p.name.clone(),
+                        result: result.into(),
+                        image_id: lock.image.as_ref().map(|i| i.id.clone()),
+                        digest: lock.image.and_then(|i| i.digest),
+                        duration_ms,
+                        started_ms: 0,
+                        engine: None,
+                        error: None,
+                    }
                 }
-            }
-            Err(e) => BuildResult {
-                image: p.name.clone(),
-                result: "failed".into(),
-                image_id: None,
-                digest: None,
-                duration_ms,
-                error: Some(format!("{e:#}")),
-            },
-        });
-    }
-    Ok(results)
+                Err(e) => BuildResult {
+                    image: p.name.clone(),
+                    result: "failed".into(),
+                    image_id: None,
+                    digest: None,
+                    duration_ms,
+                    started_ms: 0,
+                    engine: None,
+                    error: Some(format!("{e:#}")),
+                },
+            };
+            r.started_ms = timed.started.as_millis() as u64;
+            r.engine = builder
+                .built_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&p.name)
+                .map(|i| builder.engines[*i].host.clone());
+            r
+        })
+        .collect())
 }
 
 /// What building one image came to.
@@ -390,11 +523,12 @@ fn is_current(
 
 async fn build_one(
     plan: &BuildPlan,
-    docker: &Docker,
-    rel: &mut Release,
+    engine: &Engine,
+    rel: &Release,
     policy: &Policy,
     progress: &Progress,
 ) -> Result<Built> {
+    let docker = &engine.docker;
     let name = &policy.name;
     let lock_path = lock::path_for(&plan.repo, name);
     let old = if lock_path.exists() {
@@ -418,8 +552,8 @@ async fn build_one(
         Some(parent) => Some(parent_image(plan, docker, name, parent).await?),
         None => None,
     };
-    let base = match (&parent, &rel.base) {
-        (Some((_, parent_lock)), _) => BaseImage {
+    let base = match &parent {
+        Some((_, parent_lock)) => BaseImage {
             id: parent_lock
                 .image
                 .as_ref()
@@ -433,27 +567,36 @@ async fn build_one(
             suite: policy.suite.clone(),
             arch: policy.architecture.clone(),
         },
-        (None, Some(b)) => b.clone(),
-        (None, None) => {
-            let _stage = progress.stage(
-                name,
-                &format!(
-                    "base {}/{} from verified packages (mmdebstrap)",
-                    policy.suite, policy.architecture
-                ),
-            );
-            let b = build::build_base(
-                docker,
-                &rel.suites,
-                &policy.suite,
-                &policy.architecture,
-                epoch,
-                &plan.state_dir.join("bases"),
-            )
-            .await
-            .with_context(|| format!("image {name}: base stage"))?;
-            rel.base = Some(b.clone());
-            b
+        None => {
+            // One base per release and engine; an engine's other builds wait for it.
+            let mut bases = engine.bases.lock().await;
+            let key = (policy.suite.clone(), policy.architecture.clone());
+            if let Some(b) = bases.get(&key) {
+                b.clone()
+            } else {
+                // One mmdebstrap at a time: engines share the state directory's rootfs cache.
+                static ROOTFS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+                let _rootfs = ROOTFS.lock().await;
+                let _stage = progress.stage(
+                    name,
+                    &format!(
+                        "base {}/{} from verified packages (mmdebstrap)",
+                        policy.suite, policy.architecture
+                    ),
+                );
+                let b = build::build_base(
+                    docker,
+                    &rel.suites,
+                    &policy.suite,
+                    &policy.architecture,
+                    epoch,
+                    &plan.state_dir.join("bases"),
+                )
+                .await
+                .with_context(|| format!("image {name}: base stage"))?;
+                bases.insert(key, b.clone());
+                b
+            }
         }
     };
     // The Debian base under the image (a child's is its parent's), and what FROM names.
@@ -505,7 +648,8 @@ async fn build_one(
         &rel.index,
         policy,
     );
-    labels.insert("dev.rebake.reason".to_string(), reason.clone());
+    // The reason stays out of the image: a rebuild of the same commit (rebake verify
+    // --rebuild) must give the same id whatever made the first build.
     if let Some((p, _)) = &parent {
         labels.insert(
             "dev.rebake.parent".to_string(),

@@ -553,29 +553,45 @@ async fn propose_unit<F: Forge>(
     }
     // Reuse what the branch already holds as a build would make it; build the rest. A failed
     // build holds the whole proposal back: nothing is pushed.
-    let mut locks = Vec::new();
-    let mut built = false;
-    for (i, p) in pending.iter().enumerate() {
+    // A child whose parent is built is built too (on it), never taken from the branch.
+    let mut to_build: Vec<&Policy> = Vec::new();
+    for p in pending.iter().copied() {
+        let parent_built = p
+            .from
+            .as_deref()
+            .is_some_and(|f| to_build.iter().any(|b| b.name == f));
         let reused = match branch_head {
-            Some(head) if !merged_already => {
+            Some(head) if !merged_already && !parent_built => {
                 branch_holds_current(run, builder, scratch, p, head).await?
             }
             _ => false,
         };
-        if reused {
+        if !reused {
+            to_build.push(p);
+        }
+    }
+    let built = !to_build.is_empty();
+    // Built in parallel where the tree allows (engine.jobs per engine, engine.builders).
+    let mut outcomes = builder.build_many(&to_build).await.into_iter();
+    let mut locks = Vec::new();
+    for (i, p) in pending.iter().enumerate() {
+        if !to_build.iter().any(|b| b.name == p.name) {
             locks.push(Lock::read(&crate::lock::path_for(scratch, &p.name))?);
             continue;
         }
-        built = true;
-        match builder.build(p).await {
-            Ok(Built::New(lock) | Built::Current(lock)) => locks.push(lock),
-            Err(e) => {
+        match outcomes.next().map(|(r, _)| r) {
+            Some(Ok(Built::New(lock) | Built::Current(lock))) => locks.push(lock),
+            outcome => {
+                let e = match outcome {
+                    Some(Err(e)) => format!("{e:#}"),
+                    _ => "not built".to_string(),
+                };
                 rows.extend(rows_for(
                     &pending[i..=i],
                     Action::Failed,
                     None,
                     None,
-                    Some(format!("{e:#}")),
+                    Some(e),
                 ));
                 let others: Vec<&Policy> = pending
                     .iter()

@@ -219,6 +219,13 @@ pub fn build_plan(repo: &Path, config: &Config, state_dir: &Path, no_push: bool)
         repo: repo.to_path_buf(),
         state_dir: state_dir.to_path_buf(),
         engine_host: config.engine.host.clone(),
+        jobs: config.engine.jobs,
+        // Images reach other engines through the registry: without a push, one engine.
+        builders: if no_push {
+            Vec::new()
+        } else {
+            config.engine.builders.clone()
+        },
         registry: if no_push {
             None
         } else {

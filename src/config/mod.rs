@@ -133,6 +133,8 @@ pub struct RawRegistry {
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     pub host: Option<String>,
+    pub jobs: Option<u32>,
+    pub builders: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +288,21 @@ impl RegistryConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EngineConfig {
     pub host: String,
+    /// How many images one engine builds at once (`engine.jobs`; default: the host's cores).
+    pub jobs: usize,
+    /// More engines to build on (`engine.builders`), beside `host`: images are spread over
+    /// them by tree order and load, and reach each other through the registry.
+    pub builders: Vec<String>,
+}
+
+/// The most builds one engine runs at once that rebake accepts.
+pub const MAX_ENGINE_JOBS: u32 = 64;
+
+/// `engine.jobs` unless set: the host's cores.
+pub fn default_engine_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -322,6 +339,8 @@ impl Default for Config {
             registry: None,
             engine: EngineConfig {
                 host: DEFAULT_ENGINE_HOST.to_string(),
+                jobs: default_engine_jobs(),
+                builders: Vec::new(),
             },
             schedule: ScheduleConfig {
                 scan: CronSchedule::parse(DEFAULT_SCAN_SCHEDULE)
@@ -443,7 +462,8 @@ pub fn validate_config(
     if let Some(registry) = raw.registry {
         config.registry = validate_registry(&mut d, &root.key("registry"), registry);
     }
-    if let Some(host) = raw.engine.and_then(|e| e.host) {
+    let engine = raw.engine.unwrap_or_default();
+    if let Some(host) = engine.host {
         if is_valid_engine_host(&host) {
             config.engine.host = host;
         } else {
@@ -452,6 +472,42 @@ pub fn validate_config(
                 format!("'{host}' is not a Docker engine address"),
                 ENGINE_HOST_HELP,
             );
+        }
+    }
+    if let Some(jobs) = engine.jobs {
+        if (1..=MAX_ENGINE_JOBS).contains(&jobs) {
+            config.engine.jobs = jobs as usize;
+        } else {
+            d.error(
+                &root.key("engine").key("jobs"),
+                format!("{jobs} builds at once is not between 1 and {MAX_ENGINE_JOBS}"),
+                "write how many images one engine builds at once, like 2",
+            );
+        }
+    }
+    for (i, host) in engine.builders.unwrap_or_default().into_iter().enumerate() {
+        let field = root.key("engine").key("builders").index(i);
+        if !is_valid_engine_host(&host) {
+            d.error(
+                &field,
+                format!("'{host}' is not a Docker engine address"),
+                ENGINE_HOST_HELP,
+            );
+        } else if host == config.engine.host || config.engine.builders.contains(&host) {
+            d.error(
+                &field,
+                format!("'{host}' is listed twice"),
+                "name each engine once",
+            );
+        } else if config.registry.is_none() {
+            d.error(
+                &field,
+                "building on more than one engine needs a registry: an image built on one \
+                 engine reaches the others (its children, the deploy) by its digest",
+                "configure registry: (url, and a login if it needs one)",
+            );
+        } else {
+            config.engine.builders.push(host);
         }
     }
     if let Some(scan) = raw.schedule.and_then(|s| s.scan) {
@@ -904,6 +960,50 @@ mod tests {
         assert_eq!(config.engine.host, DEFAULT_ENGINE_HOST);
         assert!(config.forge.is_none());
         assert_eq!(config.schedule.scan.as_str(), DEFAULT_SCAN_SCHEDULE);
+    }
+
+    #[test]
+    fn engine_jobs_and_builders_are_checked_at_their_lines() {
+        let config = parse(
+            Path::new("r.yaml"),
+            "registry:\n  url: 127.0.0.1:5000\nengine:\n  jobs: 3\n  builders:\n    - ssh://builder@10.0.0.6\n",
+        )
+        .unwrap();
+        assert_eq!(config.engine.jobs, 3);
+        assert_eq!(config.engine.builders, ["ssh://builder@10.0.0.6"]);
+        assert_eq!(
+            parse(Path::new("r.yaml"), "").unwrap().engine.jobs,
+            default_engine_jobs()
+        );
+        let problems = |text: &str| -> Vec<(usize, String, String)> {
+            parse(Path::new("r.yaml"), text)
+                .unwrap_err()
+                .into_iter()
+                .map(|d| (d.line, d.field, d.message))
+                .collect()
+        };
+        assert_eq!(
+            problems("engine:\n  jobs: 0\n"),
+            [(
+                2,
+                "engine.jobs".to_string(),
+                "0 builds at once is not between 1 and 64".to_string()
+            )]
+        );
+        let found = problems("engine:\n  builders:\n    - tcp://10.0.0.6:2376\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].0, found[0].1.as_str()), (3, "engine.builders[0]"));
+        assert!(found[0].2.contains("needs a registry"), "{found:?}");
+        let found = problems(
+            "registry:\n  url: r.example:5000\nengine:\n  builders:\n    - tcp://a:2376\n    - nonsense\n    - tcp://a:2376\n",
+        );
+        let fields: Vec<&str> = found.iter().map(|f| f.1.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["engine.builders[1]", "engine.builders[2]"],
+            "{found:?}"
+        );
+        assert!(found[1].2.contains("listed twice"), "{found:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::support::gitops::{
 };
 use rebake::check::check_repo;
 use rebake::lock::Lock;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 fn repo_with(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -342,4 +343,133 @@ fn a_change_in_the_middle_of_a_tree_rebuilds_it_and_its_children_in_order() {
         company2.reason.as_deref(),
         Some("the template or the policy changed, or a rebuild was forced")
     );
+}
+
+const SLOW: &str = "FROM {{base_image}}\nARG SOURCE_DATE_EPOCH\nRUN sleep 3 && echo {{policy_name}} > /etc/company\n";
+
+/// Two images on the Debian base and one on the first; `rebake build --format json` with
+/// `extra_config` appended to rebake.yaml. Returns the rows by image.
+fn build_three(
+    ops: &crate::support::gitops::GitOps,
+    state: &Path,
+    extra_config: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    std::fs::write(ops.clone.join("rebake.yaml"), extra_config).unwrap();
+    let out = rebake(
+        ops,
+        state,
+        &["build", "--force", "--no-cache", "--format", "json"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.into_iter()
+        .map(|r| (r["image"].as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+fn slow_gitops() -> crate::support::gitops::GitOps {
+    gitops_with(&[
+        ("templates/slow.Dockerfile.hbs".into(), SLOW.into()),
+        ("templates/child.Dockerfile.hbs".into(), CHILD.into()),
+        (
+            "policies/alpha.yaml".into(),
+            tree_policy("slow.Dockerfile.hbs", None, "/etc/company"),
+        ),
+        (
+            "policies/beta.yaml".into(),
+            tree_policy("slow.Dockerfile.hbs", None, "/etc/company"),
+        ),
+        (
+            "policies/gamma.yaml".into(),
+            tree_policy("child.Dockerfile.hbs", Some("alpha"), "/etc/gamma"),
+        ),
+    ])
+}
+
+/// (start, end) of a build row, in ms from the run's start.
+fn span(row: &serde_json::Value) -> (u64, u64) {
+    let start = row["started_ms"].as_u64().unwrap();
+    (start, start + row["duration_ms"].as_u64().unwrap())
+}
+
+fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+#[test]
+fn engine_jobs_builds_independent_images_at_once_and_a_child_after_its_parent() {
+    let ops = slow_gitops();
+    let (state, _guard) = shared_state();
+    let two = build_three(&ops, state, "engine:\n  jobs: 2\n");
+    let (alpha, beta, gamma) = (span(&two["alpha"]), span(&two["beta"]), span(&two["gamma"]));
+    assert!(
+        overlap(alpha, beta),
+        "alpha {alpha:?} and beta {beta:?} built at once"
+    );
+    assert!(
+        gamma.0 >= alpha.1,
+        "gamma {gamma:?} starts after its parent alpha {alpha:?}"
+    );
+
+    let one = build_three(&ops, state, "engine:\n  jobs: 1\n");
+    let (alpha, beta, gamma) = (span(&one["alpha"]), span(&one["beta"]), span(&one["gamma"]));
+    assert!(
+        !overlap(alpha, beta) && !overlap(alpha, gamma) && !overlap(beta, gamma),
+        "one at a time: {alpha:?} {beta:?} {gamma:?}"
+    );
+    // The same images either way: builds are reproducible.
+    for image in ["alpha", "beta", "gamma"] {
+        assert_eq!(two[image]["image_id"], one[image]["image_id"], "{image}");
+    }
+}
+
+#[test]
+fn images_are_spread_over_two_engines_and_a_child_gets_its_parent_through_the_registry() {
+    let second = crate::support::second_engine::SecondEngine::start();
+    let registry = crate::support::registry::TestRegistry::start();
+    let ops = slow_gitops();
+    let (state, _guard) = shared_state();
+    let config = format!(
+        "registry:\n  url: {}\n  insecure: true\nengine:\n  jobs: 1\n  builders:\n    - {}\n",
+        registry.host(),
+        second.host
+    );
+    let rows = build_three(&ops, state, &config);
+    let engines: BTreeSet<&str> = rows
+        .values()
+        .map(|r| r["engine"].as_str().expect("each row names its engine"))
+        .collect();
+    assert_eq!(engines.len(), 2, "both engines built: {rows:?}");
+    assert!(engines.contains(second.host.as_str()), "{rows:?}");
+    // alpha and beta went to different engines at once (one job each).
+    assert_ne!(rows["alpha"]["engine"], rows["beta"]["engine"], "{rows:?}");
+    assert!(
+        overlap(span(&rows["alpha"]), span(&rows["beta"])),
+        "{rows:?}"
+    );
+    let (gamma, _) = lock(&ops, "gamma");
+    let (alpha, _) = lock(&ops, "alpha");
+    let parent = gamma.parent.as_ref().unwrap();
+    assert_eq!(parent.image, alpha.image.as_ref().unwrap().id);
+    assert!(
+        parent
+            .digest
+            .as_deref()
+            .unwrap()
+            .starts_with(&registry.host()),
+        "{parent:?}"
+    );
+    // The images are the same as one engine makes (reproducible across engines).
+    let single = build_three(
+        &ops,
+        state,
+        &format!("registry:\n  url: {}\n  insecure: true\n", registry.host()),
+    );
+    for image in ["alpha", "beta", "gamma"] {
+        assert_eq!(
+            rows[image]["image_id"], single[image]["image_id"],
+            "{image}"
+        );
+    }
 }

@@ -104,5 +104,6 @@ pub mod git_https;
 pub mod gitops;
 pub mod openapi;
 pub mod registry;
+pub mod second_engine;
 pub mod sshd;
 pub mod tiny_image;
