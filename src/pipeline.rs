@@ -36,6 +36,8 @@ pub struct BuildPlan {
     /// The git repository (its directory) and the commit the build is made from: the image's
     /// `org.opencontainers.image.revision` is the commit its inputs last changed in there.
     pub git: Option<(PathBuf, git2::Oid)>,
+    /// Sign each pushed image and attach its attestations (None: unsigned; also with no push).
+    pub signing: Option<crate::config::SigningConfig>,
 }
 
 impl BuildPlan {
@@ -78,6 +80,10 @@ pub struct Builder {
     progress: Progress,
     /// Names the CVEs and advisories of what changes, when a tracker is configured.
     tracker: Option<std::sync::Arc<crate::security::Tracker>>,
+    /// The key pushed images are signed with, loaded once (a bad key fails before any build).
+    signer: Option<crate::signing::Signer>,
+    /// What was attached to each image built in this run.
+    attached: BTreeMap<String, crate::attest::Attached>,
 }
 
 impl Builder {
@@ -106,6 +112,10 @@ impl Builder {
                 },
             );
         }
+        let signer = match (&plan.signing, &plan.registry) {
+            (Some(signing), Some(_)) => crate::signing::Signer::from_config(signing)?,
+            _ => None,
+        };
         let docker = engine::connect(&plan.engine_host).await?;
         Ok(Builder {
             plan,
@@ -113,6 +123,8 @@ impl Builder {
             releases,
             progress,
             tracker: None,
+            signer,
+            attached: BTreeMap::new(),
         })
     }
 
@@ -135,35 +147,20 @@ impl Builder {
         new: &Lock,
     ) -> Result<Vec<crate::plan::Change>> {
         let index = self.index(policy)?;
-        let tracker = self.tracker.as_deref();
-        let none = BTreeMap::new();
-        let first = crate::plan::changes(old, new, index, tracker, &none);
-        let wanted: Vec<(String, Vec<String>)> = first
-            .iter()
-            .filter(|c| c.old.is_some() && c.new.is_some())
-            .map(|c| {
-                let binaries = c.binaries.iter().map(|b| b.name.clone()).collect();
-                (c.source.clone(), binaries)
-            })
-            .collect();
-        let Some(image) = new.image.as_ref().filter(|_| !wanted.is_empty()) else {
-            return Ok(first);
-        };
-        let changelogs =
-            match build::read_changelogs(&self.docker, &image.id, &new.architecture, &wanted).await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    // Not the same as an image without changelogs: say nothing about them.
-                    tracing::warn!(
-                        "{}: cannot read changelogs from {}: {e:#}",
-                        policy.name,
-                        image.id
-                    );
-                    return Ok(first);
-                }
-            };
-        Ok(crate::plan::changes(old, new, index, tracker, &changelogs))
+        changes(
+            &self.docker,
+            index,
+            self.tracker.as_deref(),
+            policy,
+            old,
+            new,
+        )
+        .await
+    }
+
+    /// The signature and attestations attached to `image` in this run, when it was signed.
+    pub fn attached(&self, image: &str) -> Option<&crate::attest::Attached> {
+        self.attached.get(image)
     }
 
     /// Where the stages of each image are shown.
@@ -211,8 +208,59 @@ impl Builder {
                     policy.architecture
                 )
             })?;
-        build_one(&self.plan, &self.docker, rel, policy, &self.progress).await
+        let attest = self.signer.as_ref().map(|s| (s, self.tracker.as_deref()));
+        let (built, attached) = build_one(
+            &self.plan,
+            &self.docker,
+            rel,
+            policy,
+            &self.progress,
+            attest,
+        )
+        .await?;
+        if let Some(a) = attached {
+            self.attached.insert(policy.name.clone(), a);
+        }
+        Ok(built)
     }
+}
+
+/// What changes from `old` to `new` and what that fixes ([`Builder::changes`]).
+async fn changes(
+    docker: &Docker,
+    index: &ReleaseIndex,
+    tracker: Option<&crate::security::Tracker>,
+    policy: &Policy,
+    old: Option<&Lock>,
+    new: &Lock,
+) -> Result<Vec<crate::plan::Change>> {
+    let none = BTreeMap::new();
+    let first = crate::plan::changes(old, new, index, tracker, &none);
+    let wanted: Vec<(String, Vec<String>)> = first
+        .iter()
+        .filter(|c| c.old.is_some() && c.new.is_some())
+        .map(|c| {
+            let binaries = c.binaries.iter().map(|b| b.name.clone()).collect();
+            (c.source.clone(), binaries)
+        })
+        .collect();
+    let Some(image) = new.image.as_ref().filter(|_| !wanted.is_empty()) else {
+        return Ok(first);
+    };
+    let changelogs =
+        match build::read_changelogs(docker, &image.id, &new.architecture, &wanted).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Not the same as an image without changelogs: say nothing about them.
+                tracing::warn!(
+                    "{}: cannot read changelogs from {}: {e:#}",
+                    policy.name,
+                    image.id
+                );
+                return Ok(first);
+            }
+        };
+    Ok(crate::plan::changes(old, new, index, tracker, &changelogs))
 }
 
 /// What `rebake build` did for one image.
@@ -312,7 +360,9 @@ async fn build_one(
     rel: &mut Release,
     policy: &Policy,
     progress: &Progress,
-) -> Result<Built> {
+    attest: Option<(&crate::signing::Signer, Option<&crate::security::Tracker>)>,
+) -> Result<(Built, Option<crate::attest::Attached>)> {
+    let started = chrono::Utc::now();
     let name = &policy.name;
     let lock_path = lock::path_for(&plan.repo, name);
     let old = if lock_path.exists() {
@@ -323,9 +373,9 @@ async fn build_one(
     let pinned = render::pinned_from_index(policy, &rel.index)
         .with_context(|| format!("image {name}: resolving package versions"))?;
     if !plan.force {
-        if let Some(old) = old {
-            if is_current(&plan.repo, policy, &rel.index, &old, &pinned) {
-                return Ok(Built::Current(old));
+        if let Some(old) = &old {
+            if is_current(&plan.repo, policy, &rel.index, old, &pinned) {
+                return Ok((Built::Current(old.clone()), None));
             }
         }
     }
@@ -461,11 +511,62 @@ async fn build_one(
         }),
         tests: Some(test::summary(&outcomes)),
     };
+    let attached = match (attest, &plan.registry, &lock.image) {
+        (
+            Some((signer, tracker)),
+            Some(reg),
+            Some(ImageRef {
+                digest: Some(d), ..
+            }),
+        ) => {
+            let _stage = progress.stage(name, "sign and attest");
+            let facts = build_facts(plan, policy, &dockerfile, epoch, started)?;
+            let changes = changes(docker, &rel.index, tracker, policy, old.as_ref(), &lock).await?;
+            let (repo, hex) = crate::attest::split_digest(d)?;
+            let statements = crate::attest::statements(&lock, repo, hex, &facts, &changes);
+            Some(
+                crate::attest::attach(reg, signer, d, &statements)
+                    .await
+                    .with_context(|| format!("image {name}: signing {d}"))?,
+            )
+        }
+        _ => None,
+    };
     // Dockerfile and lock together, only now that everything passed.
     write_atomic(
         &render::dockerfile_path(&plan.repo, name),
         dockerfile.as_bytes(),
     )?;
     write_atomic(&lock_path, lock.to_yaml()?.as_bytes())?;
-    Ok(Built::New(lock))
+    Ok((Built::New(lock), attached))
+}
+
+/// The provenance's view of a build: the GitOps commit and the policy and template files it
+/// read (path in the repository and SHA256), the rendered Dockerfile's SHA256, the times.
+fn build_facts(
+    plan: &BuildPlan,
+    policy: &Policy,
+    dockerfile: &str,
+    epoch: i64,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::attest::BuildFacts> {
+    let file = |path: PathBuf| -> Result<(String, String)> {
+        let bytes = std::fs::read(plan.repo.join(&path))
+            .with_context(|| format!("reading {} for the provenance", path.display()))?;
+        Ok((
+            path.to_string_lossy().into_owned(),
+            crate::state::sha256_hex(&bytes),
+        ))
+    };
+    Ok(crate::attest::BuildFacts {
+        commit: plan.git.as_ref().map(|(_, c)| c.to_string()),
+        source: plan.source_url.clone(),
+        policy: file(Path::new(crate::policy::POLICIES_DIR).join(format!("{}.yaml", policy.name)))?,
+        template: file(Path::new(crate::policy::TEMPLATES_DIR).join(&policy.template))?,
+        dockerfile_sha256: crate::state::sha256_hex(dockerfile.as_bytes()),
+        source_date_epoch: epoch,
+        no_cache: plan.no_cache,
+        started,
+        finished: chrono::Utc::now(),
+    })
 }
