@@ -279,7 +279,7 @@ pub struct Attached {
 /// An OCI manifest of `layers` (media type, bytes, annotations) with the empty config cosign
 /// writes, uploaded to `tag`.
 async fn put_artifact(
-    registry: &RegistryConfig,
+    api: &crate::publish::RegistryApi<'_>,
     path: &str,
     tag: &str,
     layers: &[(&str, Vec<u8>, Value)],
@@ -287,7 +287,7 @@ async fn put_artifact(
     let mut descriptors = Vec::new();
     let mut digests = Vec::new();
     for (media_type, bytes, annotations) in layers {
-        let digest = crate::publish::put_blob(registry, path, bytes).await?;
+        let digest = crate::publish::put_blob(api, path, bytes).await?;
         descriptors.push(json!({
             "mediaType": media_type,
             "size": bytes.len(),
@@ -304,14 +304,14 @@ async fn put_artifact(
         "os": "",
         "rootfs": {"type": "layers", "diff_ids": digests},
     }))?;
-    let config_digest = crate::publish::put_blob(registry, path, &config).await?;
+    let config_digest = crate::publish::put_blob(api, path, &config).await?;
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "size": config.len(), "digest": config_digest},
         "layers": descriptors,
     }))?;
-    let digest = crate::publish::put_manifest(registry, path, tag, OCI_MANIFEST, &manifest).await?;
+    let digest = crate::publish::put_manifest(api, path, tag, OCI_MANIFEST, &manifest).await?;
     Ok((digest, digests))
 }
 
@@ -325,11 +325,13 @@ pub async fn attach(
 ) -> Result<Attached> {
     let (repo, hex) = split_digest(repo_at_digest)?;
     let path = crate::publish::repository_path(registry, repo)?;
+    let api = crate::publish::RegistryApi::new(registry)?;
+    let api = &api;
     let b64 = base64::engine::general_purpose::STANDARD;
     let payload = crate::signing::simple_signing_payload(repo, &format!("sha256:{hex}"));
     let signature = b64.encode(signer.sign(&payload));
     let (signature, _) = put_artifact(
-        registry,
+        api,
         path,
         &format!("sha256-{hex}.sig"),
         &[(
@@ -349,7 +351,7 @@ pub async fn attach(
             )
         })
         .collect();
-    let (_, digests) = put_artifact(registry, path, &format!("sha256-{hex}.att"), &layers).await?;
+    let (_, digests) = put_artifact(api, path, &format!("sha256-{hex}.att"), &layers).await?;
     Ok(Attached {
         signature,
         attestations: statements
@@ -362,11 +364,11 @@ pub async fn attach(
 
 /// The layers of the manifest at `tag`, as (media type, digest, annotations); None: no manifest.
 async fn layers_at(
-    registry: &RegistryConfig,
+    api: &crate::publish::RegistryApi<'_>,
     path: &str,
     tag: &str,
 ) -> Result<Option<Vec<(String, String, Value)>>> {
-    let Some(bytes) = crate::publish::get_manifest(registry, path, tag).await? else {
+    let Some(bytes) = crate::publish::get_manifest(api, path, tag).await? else {
         return Ok(None);
     };
     let manifest: Value = serde_json::from_slice(&bytes)
@@ -398,7 +400,8 @@ pub async fn check_signature(
     let (repo, hex) = split_digest(repo_at_digest)?;
     let path = crate::publish::repository_path(registry, repo)?;
     let tag = format!("sha256-{hex}.sig");
-    let Some(layers) = layers_at(registry, path, &tag).await? else {
+    let api = &crate::publish::RegistryApi::new(registry)?;
+    let Some(layers) = layers_at(api, path, &tag).await? else {
         return Ok(Err(format!(
             "no signature (the registry has no {repo}:{tag})"
         )));
@@ -408,7 +411,7 @@ pub async fn check_signature(
         if media_type != SIMPLE_SIGNING_MEDIA_TYPE {
             continue;
         }
-        let payload = crate::publish::get_blob(registry, path, &digest).await?;
+        let payload = crate::publish::get_blob(api, path, &digest).await?;
         let sig = annotations[SIGNATURE_ANNOTATION].as_str().unwrap_or("");
         match crate::signing::check_simple_signing(
             verifier,
@@ -441,7 +444,8 @@ pub async fn fetch_attestations(
     let path = crate::publish::repository_path(registry, repo)?;
     let tag = format!("sha256-{hex}.att");
     let mut out = Attestations::default();
-    let Some(layers) = layers_at(registry, path, &tag).await? else {
+    let api = &crate::publish::RegistryApi::new(registry)?;
+    let Some(layers) = layers_at(api, path, &tag).await? else {
         return Ok(out);
     };
     for (media_type, digest, annotations) in layers {
@@ -452,7 +456,7 @@ pub async fn fetch_attestations(
             .as_str()
             .unwrap_or("unknown")
             .to_string();
-        let envelope = crate::publish::get_blob(registry, path, &digest).await?;
+        let envelope = crate::publish::get_blob(api, path, &digest).await?;
         let statement = match crate::signing::dsse_open(verifier, &envelope) {
             Ok(s) => s,
             Err(e) => {

@@ -257,16 +257,34 @@ pub fn repository_path<'a>(registry: &RegistryConfig, repo: &'a str) -> Result<&
         })
 }
 
+/// rebake's own requests to one registry's HTTP API: one client (connection pool, TLS set-up)
+/// for a run of requests, and the login rebake.yaml configures.
+pub struct RegistryApi<'a> {
+    pub registry: &'a RegistryConfig,
+    client: reqwest::Client,
+    auth: Option<RegistryAuth>,
+}
+
+impl<'a> RegistryApi<'a> {
+    pub fn new(registry: &'a RegistryConfig) -> Result<RegistryApi<'a>> {
+        Ok(RegistryApi {
+            registry,
+            client: client()?,
+            auth: RegistryAuth::from_config(registry)?,
+        })
+    }
+}
+
 /// One request to the registry's HTTP API, made again with a login when the registry answers
 /// 401 and rebake.yaml configures one. `make` builds the request (with the Authorization value).
 async fn send(
-    registry: &RegistryConfig,
+    api: &RegistryApi<'_>,
     path: &str,
     what: &str,
     make: impl Fn(&reqwest::Client, Option<&str>) -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response> {
-    let client = client()?;
-    let auth = RegistryAuth::from_config(registry)?;
+    let registry = api.registry;
+    let client = &api.client;
     let unreachable = |e: reqwest::Error| {
         anyhow!(
             "registry {} is unreachable ({what}): {}",
@@ -274,8 +292,8 @@ async fn send(
             crate::download::chain(&e)
         )
     };
-    let response = make(&client, None).send().await.map_err(unreachable)?;
-    let (401, Some(auth)) = (response.status().as_u16(), &auth) else {
+    let response = make(client, None).send().await.map_err(unreachable)?;
+    let (401, Some(auth)) = (response.status().as_u16(), &api.auth) else {
         return Ok(response);
     };
     let challenge = response
@@ -284,8 +302,8 @@ async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let authorization = authorization(&client, registry, auth, &challenge, path).await?;
-    make(&client, Some(&authorization))
+    let authorization = authorization(client, registry, auth, &challenge, path).await?;
+    make(client, Some(&authorization))
         .send()
         .await
         .map_err(unreachable)
@@ -331,24 +349,19 @@ async fn read_limited(mut response: reqwest::Response, what: &str) -> Result<Vec
 
 /// Uploads `bytes` as a blob of `path` (monolithic upload) unless the registry has it;
 /// returns its digest.
-pub async fn put_blob(registry: &RegistryConfig, path: &str, bytes: &[u8]) -> Result<String> {
+pub async fn put_blob(api: &RegistryApi<'_>, path: &str, bytes: &[u8]) -> Result<String> {
+    let registry = api.registry;
     let digest = format!("sha256:{}", crate::state::sha256_hex(bytes));
     let base = base_url(registry);
     let blob_url = format!("{base}/v2/{path}/blobs/{digest}");
     let what = format!("HEAD {blob_url}");
-    let head = send(registry, path, &what, |c, a| {
-        with_auth(c.head(&blob_url), a)
-    })
-    .await?;
+    let head = send(api, path, &what, |c, a| with_auth(c.head(&blob_url), a)).await?;
     if head.status().is_success() {
         return Ok(digest);
     }
     let start_url = format!("{base}/v2/{path}/blobs/uploads/");
     let what = format!("POST {start_url}");
-    let started = send(registry, path, &what, |c, a| {
-        with_auth(c.post(&start_url), a)
-    })
-    .await?;
+    let started = send(api, path, &what, |c, a| with_auth(c.post(&start_url), a)).await?;
     if started.status().as_u16() != 202 {
         return Err(refused(registry, &what, started).await);
     }
@@ -367,7 +380,7 @@ pub async fn put_blob(registry: &RegistryConfig, path: &str, bytes: &[u8]) -> Re
     upload.query_pairs_mut().append_pair("digest", &digest);
     let what = format!("PUT of blob {digest} to {path}");
     let body = bytes::Bytes::copy_from_slice(bytes);
-    let put = send(registry, path, &what, |c, a| {
+    let put = send(api, path, &what, |c, a| {
         with_auth(c.put(upload.clone()), a)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body.clone())
@@ -381,16 +394,17 @@ pub async fn put_blob(registry: &RegistryConfig, path: &str, bytes: &[u8]) -> Re
 
 /// Stores a manifest of `media_type` at `reference` (a tag) of `path`; returns its digest.
 pub async fn put_manifest(
-    registry: &RegistryConfig,
+    api: &RegistryApi<'_>,
     path: &str,
     reference: &str,
     media_type: &str,
     bytes: &[u8],
 ) -> Result<String> {
+    let registry = api.registry;
     let url = format!("{}/v2/{path}/manifests/{reference}", base_url(registry));
     let what = format!("PUT {url}");
     let body = bytes::Bytes::copy_from_slice(bytes);
-    let put = send(registry, path, &what, |c, a| {
+    let put = send(api, path, &what, |c, a| {
         with_auth(c.put(&url), a)
             .header(reqwest::header::CONTENT_TYPE, media_type)
             .body(body.clone())
@@ -404,13 +418,14 @@ pub async fn put_manifest(
 
 /// The manifest at `reference` of `path`, or None when the registry has none there.
 pub async fn get_manifest(
-    registry: &RegistryConfig,
+    api: &RegistryApi<'_>,
     path: &str,
     reference: &str,
 ) -> Result<Option<Vec<u8>>> {
+    let registry = api.registry;
     let url = format!("{}/v2/{path}/manifests/{reference}", base_url(registry));
     let what = format!("GET {url}");
-    let got = send(registry, path, &what, |c, a| {
+    let got = send(api, path, &what, |c, a| {
         with_auth(c.get(&url), a).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
     })
     .await?;
@@ -422,13 +437,14 @@ pub async fn get_manifest(
 }
 
 /// The blob `digest` of `path`, checked against its digest.
-pub async fn get_blob(registry: &RegistryConfig, path: &str, digest: &str) -> Result<Vec<u8>> {
+pub async fn get_blob(api: &RegistryApi<'_>, path: &str, digest: &str) -> Result<Vec<u8>> {
+    let registry = api.registry;
     if !is_sha256_digest(digest) {
         bail!("{digest:?} is not sha256:<64 hex digits>");
     }
     let url = format!("{}/v2/{path}/blobs/{digest}", base_url(registry));
     let what = format!("GET {url}");
-    let got = send(registry, path, &what, |c, a| with_auth(c.get(&url), a)).await?;
+    let got = send(api, path, &what, |c, a| with_auth(c.get(&url), a)).await?;
     if got.status().as_u16() != 200 {
         return Err(refused(registry, &what, got).await);
     }

@@ -26,8 +26,9 @@ fn tamper_with_provenance(registry: &TestRegistry, pushed: &str) {
     let (repo, hex) = attest::split_digest(pushed).unwrap();
     let path = rebake::publish::repository_path(&config, repo).unwrap();
     let tag = format!("sha256-{hex}.att");
+    let api = rebake::publish::RegistryApi::new(&config).unwrap();
     runtime().block_on(async {
-        let bytes = rebake::publish::get_manifest(&config, path, &tag)
+        let bytes = rebake::publish::get_manifest(&api, path, &tag)
             .await
             .unwrap()
             .unwrap();
@@ -35,7 +36,7 @@ fn tamper_with_provenance(registry: &TestRegistry, pushed: &str) {
         let layer = &mut manifest["layers"][0];
         assert_eq!(layer["annotations"]["predicateType"], attest::PROVENANCE);
         let digest = layer["digest"].as_str().unwrap().to_string();
-        let envelope = rebake::publish::get_blob(&config, path, &digest)
+        let envelope = rebake::publish::get_blob(&api, path, &digest)
             .await
             .unwrap();
         let mut envelope: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
@@ -47,13 +48,13 @@ fn tamper_with_provenance(registry: &TestRegistry, pushed: &str) {
         envelope["payload"] =
             serde_json::json!(b64.encode(serde_json::to_vec(&statement).unwrap()));
         let forged = serde_json::to_vec(&envelope).unwrap();
-        let forged_digest = rebake::publish::put_blob(&config, path, &forged)
+        let forged_digest = rebake::publish::put_blob(&api, path, &forged)
             .await
             .unwrap();
         layer["digest"] = serde_json::json!(forged_digest);
         layer["size"] = serde_json::json!(forged.len());
         rebake::publish::put_manifest(
-            &config,
+            &api,
             path,
             &tag,
             "application/vnd.oci.image.manifest.v1+json",
