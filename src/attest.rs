@@ -390,6 +390,46 @@ async fn layers_at(
     ))
 }
 
+/// What is attached to `repo_at_digest` and verifies with `verifier` (a proposal whose image
+/// was signed by an earlier run lists it again); None when it has no valid signature.
+pub async fn attached(
+    registry: &RegistryConfig,
+    verifier: &Verifier,
+    repo_at_digest: &str,
+) -> Result<Option<Attached>> {
+    if check_signature(registry, verifier, repo_at_digest)
+        .await?
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let (repo, hex) = split_digest(repo_at_digest)?;
+    let path = crate::publish::repository_path(registry, repo)?;
+    let api = crate::publish::RegistryApi::new(registry)?;
+    let Some(sig) = crate::publish::get_manifest(&api, path, &format!("sha256-{hex}.sig")).await?
+    else {
+        return Ok(None);
+    };
+    let found = fetch_attestations(registry, verifier, repo_at_digest).await?;
+    let mut attestations: Vec<(String, String)> = found
+        .verified
+        .into_iter()
+        .map(|(kind, (_, digest))| (kind, digest))
+        .collect();
+    // The order rebake attaches them in.
+    let rank = |k: &str| {
+        [PROVENANCE, SPDX, CYCLONEDX, TEST_RESULT, OPENVEX]
+            .iter()
+            .position(|t| *t == k)
+            .unwrap_or(usize::MAX)
+    };
+    attestations.sort_by_key(|(k, _)| rank(k));
+    Ok(Some(Attached {
+        signature: format!("sha256:{}", crate::state::sha256_hex(&sig)),
+        attestations,
+    }))
+}
+
 /// Whether a signature at `sha256-<hex>.sig` verifies with `verifier` and names this
 /// repository and digest: Ok(Err(why)) when not; Err when the registry could not be asked.
 pub async fn check_signature(

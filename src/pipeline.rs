@@ -158,9 +158,27 @@ impl Builder {
         .await
     }
 
-    /// The signature and attestations attached to `image` in this run, when it was signed.
-    pub fn attached(&self, image: &str) -> Option<&crate::attest::Attached> {
-        self.attached.get(image)
+    /// The signature and attestations attached to the image `lock` records: those of this
+    /// run, else (an image built by an earlier run) what the registry holds signed by this
+    /// run's key. None when signing is not configured or the image is not signed.
+    pub async fn attached(&self, lock: &Lock) -> Option<crate::attest::Attached> {
+        if let Some(a) = self.attached.get(&lock.name) {
+            return Some(a.clone());
+        }
+        let (Some(signer), Some(registry)) = (&self.signer, &self.plan.registry) else {
+            return None;
+        };
+        let digest = lock.image.as_ref()?.digest.as_ref()?;
+        match crate::attest::attached(registry, &signer.verifier(), digest).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot read the attestations of {digest}: {e:#}",
+                    lock.name
+                );
+                None
+            }
+        }
     }
 
     /// Where the stages of each image are shown.

@@ -246,7 +246,13 @@ fn merged_pull_request_webhook_deploys_the_tested_digest_once() {
     // rebake proposes the tested image; a person merges the pull request on GitHub.
     let proposed = propose(&ops, state, &ENV);
     assert_eq!(action(&proposed, "ticker"), "opened", "{}", text(&proposed));
+    // A second run finds the branch current: nothing rebuilt, and the body still lists the
+    // attestations (read back from the registry, signed by the configured key).
+    let first_body = fake.prs()[0].body.clone();
+    let again = propose(&ops, state, &ENV);
+    assert_eq!(action(&again, "ticker"), "unchanged", "{}", text(&again));
     let pr = fake.prs().into_iter().next().expect("one pull request");
+    assert_eq!(pr.body, first_body);
     let merge_sha = fake.merge(pr.number);
     let (tested, digest_ref) = tested_image(&ops, &registry, &merge_sha, "ticker");
 
