@@ -3,7 +3,9 @@
 //! not record passing tests, a digest outside the configured registry or that the registry (or,
 //! for an image id, the engine) does not have, a lock that is not byte-identical to the lock at
 //! its proposal head (a merge commit that edits the lock), or whose proposal's `rebake/test`
-//! status is not success. Every deployment is recorded.
+//! status is not success; with `deploy.verify: required`, a digest whose cosign signature or
+//! attestations do not verify, or whose signed provenance does not describe the lock or names a
+//! commit the deploy commit does not contain. Every deployment is recorded.
 
 use crate::config::RegistryConfig;
 use crate::deploy::{self, DeployOutcome, DeployResult};

@@ -278,6 +278,25 @@ LvYvxbdlygfULTx9C9llFh6eXKChRANCAATEt20Fw2JDJPMxu4s3VAz8JKDQAFxJ
     }
 
     #[test]
+    fn an_encrypted_or_other_key_is_refused_with_what_to_do() {
+        let cosign = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nZXhhbXBsZQ==\n\
+                      -----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n";
+        let err = Signer::from_pem(cosign, "signing.key_file cosign.key").unwrap_err();
+        assert!(
+            err.to_string().contains("encrypted") && err.to_string().contains("cosign.key"),
+            "{err}"
+        );
+        let rsa = "-----BEGIN RSA PRIVATE KEY-----\nZXhhbXBsZQ==\n-----END RSA PRIVATE KEY-----\n";
+        let err = Signer::from_pem(rsa, "k").unwrap_err().to_string();
+        assert!(
+            err.contains("RSA PRIVATE KEY") && err.contains("P-256"),
+            "{err}"
+        );
+        let err = Signer::from_pem("not a key", "k").unwrap_err().to_string();
+        assert!(err.contains("not a PEM private key"), "{err}");
+    }
+
+    #[test]
     fn errors_never_show_the_key() {
         let broken = KEY.replace("MIGHAgEA", "MIGHAgEC");
         let err = Signer::from_pem(&broken, "signing.key_file k.pem").unwrap_err();
