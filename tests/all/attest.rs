@@ -19,8 +19,9 @@ use crate::support::gitops::text;
 use crate::support::registry::TestRegistry;
 use crate::support::tiny_image::tiny_image;
 
-const SSLIB: &str = "PyPI's securesystemslib: pip install 'securesystemslib[crypto]' into the \
-                     validators venv and put it on PATH (.ci/run does both)";
+const SSLIB: &str = "PyPI's securesystemslib and in-toto-attestation: pip install \
+                     'securesystemslib[crypto]' in-toto-attestation into the validators venv and \
+                     put it on PATH (.ci/run does both)";
 
 /// A fresh P-256 key pair made by the openssl CLI, as cosign's `import-key-pair` takes it:
 /// (private PKCS#8 PEM, public PEM).
@@ -186,7 +187,10 @@ fn independent_check(
     out: &Path,
 ) -> (String, Vec<serde_json::Value>) {
     let has = Command::new("python3")
-        .args(["-c", "import securesystemslib.dsse, cryptography"])
+        .args([
+            "-c",
+            "import securesystemslib.dsse, cryptography, in_toto_attestation.v1.statement",
+        ])
         .status()
         .is_ok_and(|s| s.success());
     assert!(has, "this test needs {SSLIB}");
