@@ -371,23 +371,28 @@ async fn layers_at(
     let Some(bytes) = crate::publish::get_manifest(api, path, tag).await? else {
         return Ok(None);
     };
-    let manifest: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| anyhow!("the manifest at {path}:{tag} is not JSON: {e}"))?;
-    Ok(Some(
-        manifest["layers"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .map(|l| {
-                (
-                    l["mediaType"].as_str().unwrap_or_default().to_string(),
-                    l["digest"].as_str().unwrap_or_default().to_string(),
-                    l["annotations"].clone(),
-                )
-            })
-            .collect(),
-    ))
+    manifest_layers(&bytes)
+        .map(Some)
+        .map_err(|e| anyhow!("the manifest at {path}:{tag}: {e}"))
+}
+
+/// The layers of an OCI manifest (as a registry serves it), as (media type, digest,
+/// annotations).
+pub fn manifest_layers(bytes: &[u8]) -> Result<Vec<(String, String, Value)>> {
+    let manifest: Value = serde_json::from_slice(bytes).map_err(|e| anyhow!("not JSON: {e}"))?;
+    let layers = manifest["layers"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no layers"))?;
+    Ok(layers
+        .iter()
+        .map(|l| {
+            (
+                l["mediaType"].as_str().unwrap_or_default().to_string(),
+                l["digest"].as_str().unwrap_or_default().to_string(),
+                l["annotations"].clone(),
+            )
+        })
+        .collect())
 }
 
 /// What is attached to `repo_at_digest` and verifies with `verifier` (a proposal whose image

@@ -98,6 +98,14 @@ impl Signer {
 }
 
 impl Verifier {
+    /// The public half of a raw P-256 scalar (the fuzz targets' fixed key).
+    pub fn from_scalar(scalar: &[u8; 32]) -> Result<Verifier> {
+        let key = SigningKey::from_slice(scalar).map_err(|_| anyhow!("not a P-256 scalar"))?;
+        Ok(Verifier {
+            key: *key.verifying_key(),
+        })
+    }
+
     /// Parses a PEM `PUBLIC KEY` (SubjectPublicKeyInfo, as `cosign.pub`).
     pub fn from_pem(pem: &str, origin: &str) -> Result<Verifier> {
         VerifyingKey::from_public_key_pem(pem)
