@@ -27,7 +27,7 @@ pub const OPENVEX: &str = "https://openvex.dev/ns/v0.2.0";
 pub const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
 /// The SLSA buildType of rebake's builds: what `externalParameters` and
 /// `internalParameters` mean is rebake's build, described in its README.
-pub const BUILD_TYPE: &str = "https://rebake.dev/build-types/debian-image/v1";
+pub const BUILD_TYPE: &str = "urn:rebake:build-type:debian-image:v1";
 
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const DSSE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -137,7 +137,7 @@ pub fn provenance(lock: &Lock, facts: &BuildFacts) -> Value {
         },
         "runDetails": {
             "builder": {
-                "id": format!("https://rebake.dev/builder@v{version}"),
+                "id": format!("urn:rebake:builder:v{version}"),
                 "version": {"rebake": version},
             },
             "metadata": {
