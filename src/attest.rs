@@ -566,6 +566,25 @@ pub fn provenance_matches(statement: &Value, lock: &Lock) -> std::result::Result
     Ok(())
 }
 
+/// Whether the verified SBOM attestations are exactly the SBOMs of `lock` (`rebake sbom`
+/// output is deterministic, so the attached documents can be compared byte for byte in JSON).
+/// Err names the first that is missing or differs.
+pub fn sboms_match(found: &Attestations, lock: &Lock) -> std::result::Result<(), String> {
+    for (kind, expected) in [
+        (SPDX, crate::sbom::spdx(lock)),
+        (CYCLONEDX, crate::sbom::cyclonedx(lock)),
+    ] {
+        match found.verified.get(kind) {
+            None => return Err(format!("no signed {kind} SBOM is attached")),
+            Some((statement, _)) if statement["predicate"] != expected => {
+                return Err(format!("the {kind} SBOM is not the lock's (rebake sbom)"))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// The GitOps commit a provenance statement names.
 pub fn provenance_commit(statement: &Value) -> Option<String> {
     statement["predicate"]["buildDefinition"]["externalParameters"]["source"]["commit"]

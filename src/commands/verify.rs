@@ -119,6 +119,13 @@ async fn verify_async(ctx: &Context, req: &VerifyRequest) -> Result<u8> {
                 println!("attested:  FAILED: {failed}");
                 fail(EXIT_SIGNATURE);
             }
+            match attest::sboms_match(&found, &lock) {
+                Ok(()) => println!("sbom:      the SPDX and CycloneDX attestations are the lock's"),
+                Err(why) => {
+                    println!("sbom:      FAILED: {why}");
+                    fail(EXIT_SIGNATURE);
+                }
+            }
             match found.verified.get(attest::PROVENANCE) {
                 None => {
                     println!("provenance: FAILED: no signed SLSA provenance for {digest}");

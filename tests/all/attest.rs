@@ -462,6 +462,10 @@ fn rebake_verify_checks_the_signature_and_the_provenance_against_the_lock() {
         shown.contains("provenance: describes the lock") && shown.contains("0123abcd"),
         "{shown}"
     );
+    assert!(
+        shown.contains("sbom:      the SPDX and CycloneDX attestations are the lock's"),
+        "{shown}"
+    );
 
     // signing.key_file alone: the public half of the key is used.
     std::fs::write(
@@ -520,6 +524,10 @@ fn rebake_verify_checks_the_signature_and_the_provenance_against_the_lock() {
     assert_eq!(out.status.code(), Some(7), "{shown}");
     assert!(
         shown.contains("provenance: FAILED") && shown.contains("zlib1g"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("sbom:      FAILED: the https://spdx.dev/Document SBOM is not the lock's"),
         "{shown}"
     );
 
