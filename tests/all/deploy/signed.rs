@@ -117,6 +117,26 @@ fn deploy_verify_refuses_a_wrong_key_a_tampered_attestation_and_a_foreign_proven
         "{why}"
     );
 
+    // Signed by the right key, every attestation but the provenance.
+    let without_provenance: Vec<(String, serde_json::Value)> =
+        attest::statements(&lock, repo, hex, &facts(&built_from), &[])
+            .into_iter()
+            .filter(|(kind, _)| kind != attest::PROVENANCE)
+            .collect();
+    runtime()
+        .block_on(attest::attach(
+            &config,
+            &signer(&key),
+            &pushed,
+            &without_provenance,
+        ))
+        .unwrap();
+    let why = refused(&gate.deploy(&run(&public)));
+    assert!(
+        why.contains("provenance check failed: no signed SLSA provenance"),
+        "{why}"
+    );
+
     // Signed by the right key, but built from a commit the deploy commit does not contain.
     sign("1111111111111111111111111111111111111111");
     let why = refused(&gate.deploy(&run(&public)));
