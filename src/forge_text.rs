@@ -427,6 +427,32 @@ pub fn body(
     b
 }
 
+/// `body` with a "Signature and attestations" section (each attestation's envelope digest, so
+/// a reviewer can fetch and check it) before its "Reproduce locally" section.
+pub fn with_attestations(body: &str, attached: &crate::attest::Attached) -> String {
+    let mut s = String::from(
+        "\n### Signature and attestations\n\nSigned with rebake.yaml's `signing` key, in cosign's \
+         format (`sha256-<digest>.sig` and `.att` in the image's repository):\n\n\
+         | what | digest |\n|---|---|\n",
+    );
+    s.push_str(&format!("| signature | `{}` |\n", attached.signature));
+    for (kind, digest) in &attached.attestations {
+        let name = match kind.as_str() {
+            crate::attest::PROVENANCE => "SLSA provenance",
+            crate::attest::SPDX => "SBOM (SPDX 2.3)",
+            crate::attest::CYCLONEDX => "SBOM (CycloneDX 1.6)",
+            crate::attest::OPENVEX => "VEX (OpenVEX)",
+            crate::attest::TEST_RESULT => "test results",
+            other => other,
+        };
+        s.push_str(&format!("| {name} | `{digest}` |\n"));
+    }
+    match body.find("\n### Reproduce locally") {
+        Some(at) => format!("{}{s}{}", &body[..at], &body[at..]),
+        None => format!("{body}{s}"),
+    }
+}
+
 /// One image's part of a proposal.
 #[derive(Debug, Clone)]
 pub struct Described {

@@ -29,6 +29,7 @@ pub const TARGETS: &[Target] = &[
     ("config", config_target),
     ("lock", lock_target),
     ("webhook", webhook_target),
+    ("attestation", attestation_target),
 ];
 
 fn text(data: &[u8]) -> Option<&str> {
@@ -329,4 +330,59 @@ pub fn webhook_target(data: &[u8]) {
     let (secret, rest) = body.split_at(body.len().min(8));
     let signature = String::from_utf8_lossy(&rest[..rest.len().min(64)]);
     let _ = server::verify_signature(secret, body, &signature);
+}
+
+/// The fuzz key's scalar: the corpus's envelopes and signatures are signed with it, so inputs
+/// reach past the signature check.
+pub const FUZZ_KEY_SCALAR: [u8; 32] = [7; 32];
+/// The image the `attestation` target's lock records.
+pub const FUZZ_DIGEST: &str =
+    "registry.example/fuzz@sha256:abababababababababababababababababababababababababababababababab";
+
+/// What a registry serves about an image's signature and attestations: the bytes as an OCI
+/// manifest, as a DSSE envelope (opened with the fuzz key; a statement that opens is checked
+/// against a lock) and, split at the first newline, as a base64 signature and a simple-signing
+/// payload. A provenance that matches the lock is about the lock's digest.
+pub fn attestation_target(data: &[u8]) {
+    use crate::{attest, signing};
+    let _ = attest::manifest_layers(data);
+    let verifier = signing::Verifier::from_scalar(&FUZZ_KEY_SCALAR).expect("the fuzz key");
+    if let Ok(statement) = signing::dsse_open(&verifier, data) {
+        let lock = Lock {
+            lock_version: crate::lock::LOCK_VERSION,
+            name: "fuzz".into(),
+            suite: "trixie".into(),
+            architecture: "amd64".into(),
+            archive: Vec::new(),
+            base: None,
+            parent: None,
+            reason: None,
+            packages: Vec::new(),
+            image: Some(crate::lock::ImageRef {
+                id: format!("sha256:{}", "c".repeat(64)),
+                digest: Some(FUZZ_DIGEST.into()),
+            }),
+            tests: None,
+        };
+        if attest::provenance_matches(&statement, &lock).is_ok() {
+            let hex = FUZZ_DIGEST.rsplit(':').next().unwrap_or_default();
+            let about = statement["subject"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["digest"]["sha256"] == hex));
+            assert!(about, "a matching provenance is about the lock's digest");
+        }
+        let _ = attest::provenance_commit(&statement);
+    }
+    if let Some(at) = data.iter().position(|&b| b == b'\n') {
+        let (sig, payload) = (&data[..at], &data[at + 1..]);
+        let repo = FUZZ_DIGEST.split('@').next().unwrap_or_default();
+        let digest = FUZZ_DIGEST.split('@').nth(1).unwrap_or_default();
+        let _ = signing::check_simple_signing(
+            &verifier,
+            payload,
+            &String::from_utf8_lossy(sig),
+            repo,
+            digest,
+        );
+    }
 }

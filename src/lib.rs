@@ -3,6 +3,7 @@
 //! One module per stage of the flow (see README): `debian` reads and verifies the archive,
 //! `plan` decides which images need an update and why, later stages build on it.
 
+pub mod attest;
 pub mod automerge;
 pub mod build;
 pub mod check;
@@ -37,6 +38,7 @@ pub mod sarif;
 pub mod sbom;
 pub mod security;
 pub mod server;
+pub mod signing;
 pub mod state;
 pub mod test;
 pub mod timeline;

@@ -40,6 +40,8 @@ pub struct BuildPlan {
     /// The git repository (its directory) and the commit the build is made from: the image's
     /// `org.opencontainers.image.revision` is the commit its inputs last changed in there.
     pub git: Option<(PathBuf, git2::Oid)>,
+    /// Sign each pushed image and attach its attestations (None: unsigned; also with no push).
+    pub signing: Option<crate::config::SigningConfig>,
 }
 
 impl BuildPlan {
@@ -96,6 +98,10 @@ pub struct Builder {
     built_on: std::sync::Mutex<BTreeMap<String, usize>>,
     /// Builds at once over all engines.
     slots: tokio::sync::Semaphore,
+    /// The key pushed images are signed with, loaded once (a bad key fails before any build).
+    signer: Option<crate::signing::Signer>,
+    /// What was attached to each image built in this run.
+    attached: std::sync::Mutex<BTreeMap<String, crate::attest::Attached>>,
 }
 
 impl Builder {
@@ -117,6 +123,10 @@ impl Builder {
             let index = fetch_release(&fetcher, &p.suite, &p.architecture, &suites).await?;
             releases.insert(key, Release { index, suites });
         }
+        let signer = match (&plan.signing, &plan.registry) {
+            (Some(signing), Some(_)) => crate::signing::Signer::from_config(signing)?,
+            _ => None,
+        };
         let mut engines = Vec::new();
         for host in std::iter::once(&plan.engine_host).chain(&plan.builders) {
             engines.push(Engine {
@@ -135,6 +145,8 @@ impl Builder {
             tracker: None,
             built_on: std::sync::Mutex::new(BTreeMap::new()),
             slots,
+            signer,
+            attached: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -165,40 +177,44 @@ impl Builder {
         new: &Lock,
     ) -> Result<Vec<crate::plan::Change>> {
         let index = self.index(policy)?;
-        let tracker = self.tracker.as_deref();
-        let none = BTreeMap::new();
-        let first = crate::plan::changes(old, new, index, tracker, &none);
-        let wanted: Vec<(String, Vec<String>)> = first
-            .iter()
-            .filter(|c| c.old.is_some() && c.new.is_some())
-            .map(|c| {
-                let binaries = c.binaries.iter().map(|b| b.name.clone()).collect();
-                (c.source.clone(), binaries)
-            })
-            .collect();
-        let Some(image) = new.image.as_ref().filter(|_| !wanted.is_empty()) else {
-            return Ok(first);
-        };
-        let changelogs = match build::read_changelogs(
+        changes(
             self.docker_of(&policy.name),
-            &image.id,
-            &new.architecture,
-            &wanted,
+            index,
+            self.tracker.as_deref(),
+            policy,
+            old,
+            new,
         )
         .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                // Not the same as an image without changelogs: say nothing about them.
-                tracing::warn!(
-                    "{}: cannot read changelogs from {}: {e:#}",
-                    policy.name,
-                    image.id
-                );
-                return Ok(first);
-            }
+    }
+
+    /// The signature and attestations attached to the image `lock` records: those of this
+    /// run, else (an image built by an earlier run) what the registry holds signed by this
+    /// run's key. None when signing is not configured or the image is not signed.
+    pub async fn attached(&self, lock: &Lock) -> Option<crate::attest::Attached> {
+        let ours = self
+            .attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&lock.name)
+            .cloned();
+        if ours.is_some() {
+            return ours;
+        }
+        let (Some(signer), Some(registry)) = (&self.signer, &self.plan.registry) else {
+            return None;
         };
-        Ok(crate::plan::changes(old, new, index, tracker, &changelogs))
+        let digest = lock.image.as_ref()?.digest.as_ref()?;
+        match crate::attest::attached(registry, &signer.verifier(), digest).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot read the attestations of {digest}: {e:#}",
+                    lock.name
+                );
+                None
+            }
+        }
     }
 
     /// Where the stages of each image are shown.
@@ -260,13 +276,21 @@ impl Builder {
                 .progress
                 .stage(&policy.name, &format!("on engine {}", engine.host));
         }
-        let result = build_one(&self.plan, engine, rel, policy, &self.progress).await;
+        let attest = self.signer.as_ref().map(|s| (s, self.tracker.as_deref()));
+        let result = build_one(&self.plan, engine, rel, policy, &self.progress, attest).await;
         engine.running.fetch_sub(1, Ordering::SeqCst);
         self.built_on
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(policy.name.clone(), i);
-        result
+        let (built, attached) = result?;
+        if let Some(a) = attached {
+            self.attached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(policy.name.clone(), a);
+        }
+        Ok(built)
     }
 
     /// Builds `policies` (parents before children, as loaded): up to `jobs` per engine at once,
@@ -328,6 +352,44 @@ impl Builder {
 pub struct TimedRun {
     pub started: std::time::Duration,
     pub finished: std::time::Duration,
+}
+
+/// What changes from `old` to `new` and what that fixes ([`Builder::changes`]).
+async fn changes(
+    docker: &Docker,
+    index: &ReleaseIndex,
+    tracker: Option<&crate::security::Tracker>,
+    policy: &Policy,
+    old: Option<&Lock>,
+    new: &Lock,
+) -> Result<Vec<crate::plan::Change>> {
+    let none = BTreeMap::new();
+    let first = crate::plan::changes(old, new, index, tracker, &none);
+    let wanted: Vec<(String, Vec<String>)> = first
+        .iter()
+        .filter(|c| c.old.is_some() && c.new.is_some())
+        .map(|c| {
+            let binaries = c.binaries.iter().map(|b| b.name.clone()).collect();
+            (c.source.clone(), binaries)
+        })
+        .collect();
+    let Some(image) = new.image.as_ref().filter(|_| !wanted.is_empty()) else {
+        return Ok(first);
+    };
+    let changelogs =
+        match build::read_changelogs(docker, &image.id, &new.architecture, &wanted).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Not the same as an image without changelogs: say nothing about them.
+                tracing::warn!(
+                    "{}: cannot read changelogs from {}: {e:#}",
+                    policy.name,
+                    image.id
+                );
+                return Ok(first);
+            }
+        };
+    Ok(crate::plan::changes(old, new, index, tracker, &changelogs))
 }
 
 /// What `rebake build` did for one image.
@@ -527,7 +589,9 @@ async fn build_one(
     rel: &Release,
     policy: &Policy,
     progress: &Progress,
-) -> Result<Built> {
+    attest: Option<(&crate::signing::Signer, Option<&crate::security::Tracker>)>,
+) -> Result<(Built, Option<crate::attest::Attached>)> {
+    let started = chrono::Utc::now();
     let docker = &engine.docker;
     let name = &policy.name;
     let lock_path = lock::path_for(&plan.repo, name);
@@ -541,7 +605,7 @@ async fn build_one(
     if !plan.force {
         if let Some(old) = &old {
             if is_current(&plan.repo, policy, &rel.index, old, &pinned) {
-                return Ok(Built::Current(old.clone()));
+                return Ok((Built::Current(old.clone()), None));
             }
         }
     }
@@ -731,11 +795,62 @@ async fn build_one(
         }),
         tests: Some(test::summary(&outcomes)),
     };
+    let attached = match (attest, &plan.registry, &lock.image) {
+        (
+            Some((signer, tracker)),
+            Some(reg),
+            Some(ImageRef {
+                digest: Some(d), ..
+            }),
+        ) => {
+            let _stage = progress.stage(name, "sign and attest");
+            let facts = build_facts(plan, policy, &dockerfile, epoch, started)?;
+            let changes = changes(docker, &rel.index, tracker, policy, old.as_ref(), &lock).await?;
+            let (repo, hex) = crate::attest::split_digest(d)?;
+            let statements = crate::attest::statements(&lock, repo, hex, &facts, &changes);
+            Some(
+                crate::attest::attach(reg, signer, d, &statements)
+                    .await
+                    .with_context(|| format!("image {name}: signing {d}"))?,
+            )
+        }
+        _ => None,
+    };
     // Dockerfile and lock together, only now that everything passed.
     write_atomic(
         &render::dockerfile_path(&plan.repo, name),
         dockerfile.as_bytes(),
     )?;
     write_atomic(&lock_path, lock.to_yaml()?.as_bytes())?;
-    Ok(Built::New(lock))
+    Ok((Built::New(lock), attached))
+}
+
+/// The provenance's view of a build: the GitOps commit and the policy and template files it
+/// read (path in the repository and SHA256), the rendered Dockerfile's SHA256, the times.
+fn build_facts(
+    plan: &BuildPlan,
+    policy: &Policy,
+    dockerfile: &str,
+    epoch: i64,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::attest::BuildFacts> {
+    let file = |path: PathBuf| -> Result<(String, String)> {
+        let bytes = std::fs::read(plan.repo.join(&path))
+            .with_context(|| format!("reading {} for the provenance", path.display()))?;
+        Ok((
+            path.to_string_lossy().into_owned(),
+            crate::state::sha256_hex(&bytes),
+        ))
+    };
+    Ok(crate::attest::BuildFacts {
+        commit: plan.git.as_ref().map(|(_, c)| c.to_string()),
+        source: plan.source_url.clone(),
+        policy: file(Path::new(crate::policy::POLICIES_DIR).join(format!("{}.yaml", policy.name)))?,
+        template: file(Path::new(crate::policy::TEMPLATES_DIR).join(&policy.template))?,
+        dockerfile_sha256: crate::state::sha256_hex(dockerfile.as_bytes()),
+        source_date_epoch: epoch,
+        no_cache: plan.no_cache,
+        started,
+        finished: chrono::Utc::now(),
+    })
 }

@@ -624,6 +624,9 @@ async fn propose_unit<F: Forge>(
     {
         let changes = builder.changes(p, old.as_ref(), lock).await?;
         let mut d = describe(&p.name, branch, old.as_ref(), lock, &changes);
+        if let Some(a) = builder.attached(lock).await {
+            d.body = crate::forge_text::with_attestations(&d.body, &a);
+        }
         if let Some(c) = cooldown {
             d.body.push_str(&format!("\n{}\n", c.body_line()));
         }

@@ -244,6 +244,230 @@ pub async fn registry_has(registry: &RegistryConfig, repo_at_digest: &str) -> Re
     }
 }
 
+/// The repository path of `repo` (`<host>[/<namespace>]/<image>`) inside `registry`.
+pub fn repository_path<'a>(registry: &RegistryConfig, repo: &'a str) -> Result<&'a str> {
+    repo.strip_prefix(&registry.host)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .ok_or_else(|| {
+            anyhow!(
+                "{repo:?} is not in registry {} (expected {}/…)",
+                registry.url,
+                registry.host
+            )
+        })
+}
+
+/// rebake's own requests to one registry's HTTP API: one client (connection pool, TLS set-up)
+/// for a run of requests, and the login rebake.yaml configures.
+pub struct RegistryApi<'a> {
+    pub registry: &'a RegistryConfig,
+    client: reqwest::Client,
+    auth: Option<RegistryAuth>,
+}
+
+impl<'a> RegistryApi<'a> {
+    pub fn new(registry: &'a RegistryConfig) -> Result<RegistryApi<'a>> {
+        Ok(RegistryApi {
+            registry,
+            client: client()?,
+            auth: RegistryAuth::from_config(registry)?,
+        })
+    }
+}
+
+/// One request to the registry's HTTP API, made again with a login when the registry answers
+/// 401 and rebake.yaml configures one. `make` builds the request (with the Authorization value).
+async fn send(
+    api: &RegistryApi<'_>,
+    path: &str,
+    what: &str,
+    make: impl Fn(&reqwest::Client, Option<&str>) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response> {
+    let registry = api.registry;
+    let client = &api.client;
+    let unreachable = |e: reqwest::Error| {
+        anyhow!(
+            "registry {} is unreachable ({what}): {}",
+            registry.url,
+            crate::download::chain(&e)
+        )
+    };
+    let response = make(client, None).send().await.map_err(unreachable)?;
+    let (401, Some(auth)) = (response.status().as_u16(), &api.auth) else {
+        return Ok(response);
+    };
+    let challenge = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let authorization = authorization(client, registry, auth, &challenge, path).await?;
+    make(client, Some(&authorization))
+        .send()
+        .await
+        .map_err(unreachable)
+}
+
+/// A registry answer that is not what `what` expected, as an error.
+async fn refused(
+    registry: &RegistryConfig,
+    what: &str,
+    response: reqwest::Response,
+) -> anyhow::Error {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    let hint = match status.as_u16() {
+        401 | 403 => "; check registry.username and registry.password_env (it needs push access)",
+        _ => "",
+    };
+    anyhow!(
+        "registry {} answered {what} with {status}: {}{hint}",
+        registry.url,
+        body.trim()
+    )
+}
+
+/// The largest manifest or attestation blob rebake reads back from a registry.
+pub const ARTIFACT_LIMIT: usize = 64 * crate::download::MIB as usize;
+
+async fn read_limited(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .with_context(|| format!("reading {what}"))?
+    {
+        if out.len() + chunk.len() > ARTIFACT_LIMIT {
+            bail!("{what} is larger than {ARTIFACT_LIMIT} bytes");
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Uploads `bytes` as a blob of `path` (monolithic upload) unless the registry has it;
+/// returns its digest.
+pub async fn put_blob(api: &RegistryApi<'_>, path: &str, bytes: &[u8]) -> Result<String> {
+    let registry = api.registry;
+    let digest = format!("sha256:{}", crate::state::sha256_hex(bytes));
+    let base = base_url(registry);
+    let blob_url = format!("{base}/v2/{path}/blobs/{digest}");
+    let what = format!("HEAD {blob_url}");
+    let head = send(api, path, &what, |c, a| with_auth(c.head(&blob_url), a)).await?;
+    if head.status().is_success() {
+        return Ok(digest);
+    }
+    let start_url = format!("{base}/v2/{path}/blobs/uploads/");
+    let what = format!("POST {start_url}");
+    let started = send(api, path, &what, |c, a| with_auth(c.post(&start_url), a)).await?;
+    if started.status().as_u16() != 202 {
+        return Err(refused(registry, &what, started).await);
+    }
+    let location = started
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "registry {} answered {what} without a Location",
+                registry.url
+            )
+        })?
+        .to_string();
+    let mut upload = reqwest::Url::parse(&start_url)?.join(&location)?;
+    upload.query_pairs_mut().append_pair("digest", &digest);
+    let what = format!("PUT of blob {digest} to {path}");
+    let body = bytes::Bytes::copy_from_slice(bytes);
+    let put = send(api, path, &what, |c, a| {
+        with_auth(c.put(upload.clone()), a)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body.clone())
+    })
+    .await?;
+    if put.status().as_u16() != 201 {
+        return Err(refused(registry, &what, put).await);
+    }
+    Ok(digest)
+}
+
+/// Stores a manifest of `media_type` at `reference` (a tag) of `path`; returns its digest.
+pub async fn put_manifest(
+    api: &RegistryApi<'_>,
+    path: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<String> {
+    let registry = api.registry;
+    let url = format!("{}/v2/{path}/manifests/{reference}", base_url(registry));
+    let what = format!("PUT {url}");
+    let body = bytes::Bytes::copy_from_slice(bytes);
+    let put = send(api, path, &what, |c, a| {
+        with_auth(c.put(&url), a)
+            .header(reqwest::header::CONTENT_TYPE, media_type)
+            .body(body.clone())
+    })
+    .await?;
+    if put.status().as_u16() != 201 {
+        return Err(refused(registry, &what, put).await);
+    }
+    Ok(format!("sha256:{}", crate::state::sha256_hex(bytes)))
+}
+
+/// The manifest at `reference` of `path`, or None when the registry has none there.
+pub async fn get_manifest(
+    api: &RegistryApi<'_>,
+    path: &str,
+    reference: &str,
+) -> Result<Option<Vec<u8>>> {
+    let registry = api.registry;
+    let url = format!("{}/v2/{path}/manifests/{reference}", base_url(registry));
+    let what = format!("GET {url}");
+    let got = send(api, path, &what, |c, a| {
+        with_auth(c.get(&url), a).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+    })
+    .await?;
+    match got.status().as_u16() {
+        200 => Ok(Some(read_limited(got, &what).await?)),
+        404 => Ok(None),
+        _ => Err(refused(registry, &what, got).await),
+    }
+}
+
+/// The blob `digest` of `path`, checked against its digest.
+pub async fn get_blob(api: &RegistryApi<'_>, path: &str, digest: &str) -> Result<Vec<u8>> {
+    let registry = api.registry;
+    if !is_sha256_digest(digest) {
+        bail!("{digest:?} is not sha256:<64 hex digits>");
+    }
+    let url = format!("{}/v2/{path}/blobs/{digest}", base_url(registry));
+    let what = format!("GET {url}");
+    let got = send(api, path, &what, |c, a| with_auth(c.get(&url), a)).await?;
+    if got.status().as_u16() != 200 {
+        return Err(refused(registry, &what, got).await);
+    }
+    let bytes = read_limited(got, &what).await?;
+    if format!("sha256:{}", crate::state::sha256_hex(&bytes)) != digest {
+        bail!(
+            "registry {}: the blob {digest} of {path} does not have that digest",
+            registry.url
+        );
+    }
+    Ok(bytes)
+}
+
+fn with_auth(
+    request: reqwest::RequestBuilder,
+    authorization: Option<&str>,
+) -> reqwest::RequestBuilder {
+    match authorization {
+        Some(a) => request.header(reqwest::header::AUTHORIZATION, a),
+        None => request,
+    }
+}
+
 /// The `Authorization` value answering the registry's `WWW-Authenticate` challenge: Basic
 /// directly, or a Bearer token from the token service the challenge names (asked with the
 /// login, for pull access to `repository`).

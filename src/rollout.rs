@@ -3,7 +3,9 @@
 //! not record passing tests, a digest outside the configured registry or that the registry (or,
 //! for an image id, the engine) does not have, a lock that is not byte-identical to the lock at
 //! its proposal head (a merge commit that edits the lock), or whose proposal's `rebake/test`
-//! status is not success. Every deployment is recorded.
+//! status is not success; with `deploy.verify: required`, a digest whose cosign signature or
+//! attestations do not verify, or whose signed provenance does not describe the lock or names a
+//! commit the deploy commit does not contain. Every deployment is recorded.
 
 use crate::config::RegistryConfig;
 use crate::deploy::{self, DeployOutcome, DeployResult};
@@ -33,6 +35,9 @@ pub struct DeployRun {
     /// --rollback-to SHA`): a deliberate rollback, recorded as one. Without it such a commit is
     /// refused.
     pub rollback: bool,
+    /// `deploy.verify: required`: the key an image's signature and attestations must verify
+    /// with. None: not checked.
+    pub verify: Option<crate::signing::Verifier>,
 }
 
 /// `<state>/deployed-commits.json`: for each repository (its remote URL without credentials)
@@ -325,6 +330,65 @@ async fn refusal<F: Forge>(
     }
 }
 
+/// `deploy.verify: required`: the lock's digest is signed with `verifier`, and a verified SLSA
+/// provenance describes it (subject, InRelease files, base, packages) and names a GitOps commit
+/// the deploy commit contains. The refusal names the check that failed.
+async fn chain_refusal(
+    run: &DeployRun,
+    verifier: &crate::signing::Verifier,
+    lock: &Lock,
+    commit: Oid,
+) -> Result<Option<String>> {
+    use crate::attest;
+    let (Some(digest), Some(registry)) = (
+        lock.image.as_ref().and_then(|i| i.digest.as_ref()),
+        run.registry.as_ref(),
+    ) else {
+        return Ok(Some(
+            "deploy.verify is required, and the lock records no registry digest to verify".into(),
+        ));
+    };
+    if let Err(why) = attest::check_signature(registry, verifier, digest).await? {
+        return Ok(Some(format!("signature check failed: {why}")));
+    }
+    let found = attest::fetch_attestations(registry, verifier, digest).await?;
+    if let Some(failed) = found.failed.first() {
+        return Ok(Some(format!("attestation check failed: {failed}")));
+    }
+    let Some((statement, _)) = found.verified.get(attest::PROVENANCE) else {
+        return Ok(Some(format!(
+            "provenance check failed: no signed SLSA provenance is attached to {digest}"
+        )));
+    };
+    if let Err(why) = attest::provenance_matches(statement, lock) {
+        return Ok(Some(format!(
+            "provenance check failed: it does not match the lock at {}: {why}",
+            short(commit)
+        )));
+    }
+    let Some(built_from) = attest::provenance_commit(statement) else {
+        return Ok(Some(
+            "provenance check failed: it names no GitOps commit".to_string(),
+        ));
+    };
+    let from = built_from.clone();
+    let contained = with_workspace(run, move |ws| {
+        let Ok(oid) = Oid::from_str(&from) else {
+            return Ok(false);
+        };
+        Ok(ws.repo().find_commit(oid).is_ok() && (oid == commit || ws.is_ancestor(oid, commit)?))
+    })
+    .await?;
+    if !contained {
+        return Ok(Some(format!(
+            "provenance check failed: it was built from commit {built_from}, which the deploy \
+             commit {} does not contain",
+            short(commit)
+        )));
+    }
+    Ok(None)
+}
+
 /// Deploys every image (or the named ones, or those of `run.group`) whose lock at the commit
 /// names a digest that differs from what runs on its targets.
 /// A `from:` image is deployed only beside the parent it was tested with: its lock names the
@@ -460,6 +524,9 @@ pub async fn deploy_commit<F: Forge>(
         }
         if r.refused.is_none() {
             r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, &provenance).await?;
+        }
+        if let (None, Some(verifier)) = (&r.refused, &run.verify) {
+            r.refused = chain_refusal(run, verifier, &lock, commit).await?;
         }
         if r.refused.is_none() {
             let image_ref = r.image_ref.clone().unwrap_or_default();

@@ -50,7 +50,7 @@ pub fn purl(lock: &Lock, name: &str, version: &str, arch: &str) -> String {
 }
 
 /// The archive's verified `Date` (the newest of the lock's suites) as RFC 3339, else the epoch.
-fn timestamp(lock: &Lock) -> String {
+pub(crate) fn timestamp(lock: &Lock) -> String {
     lock.archive
         .iter()
         .filter_map(|a| {

@@ -49,6 +49,10 @@ pub(super) async fn deploy_on(
         commit: req.commit.clone(),
         group,
         rollback: req.rollback,
+        verify: match (&config.signing, config.deploy.verify_required) {
+            (Some(signing), true) => Some(crate::signing::Verifier::from_config(signing)?),
+            _ => None,
+        },
     };
     crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
 }

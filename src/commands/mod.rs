@@ -238,5 +238,10 @@ pub fn build_plan(repo: &Path, config: &Config, state_dir: &Path, no_push: bool)
             None => f.url.clone(),
         }),
         git: None,
+        signing: if no_push {
+            None
+        } else {
+            config.signing.clone()
+        },
     }
 }

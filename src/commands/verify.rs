@@ -1,7 +1,7 @@
 //! `rebake verify IMAGE [--rebuild]`: checks an image against its lock in this checkout — what
 //! its deploy targets run, that the registry holds its digest, and with `--rebuild` that a
-//! build of this commit gives the lock's image id again (images are reproducible). Signatures
-//! and attestations are not checked: rebake does not sign images yet.
+//! build of this commit gives the lock's image id again (images are reproducible); with a
+//! signing key configured, its signature and attestations (the provenance describing the lock).
 
 use super::*;
 
@@ -18,6 +18,9 @@ pub const EXIT_NOT_RUNNING_THE_LOCK: u8 = 4;
 pub const EXIT_NOT_IN_REGISTRY: u8 = 5;
 /// Exit status when the rebuild gives another image id.
 pub const EXIT_REBUILD_DIFFERS: u8 = 6;
+/// Exit status when the signature or an attestation is missing, does not verify, or the
+/// provenance does not describe the lock.
+pub const EXIT_SIGNATURE: u8 = 7;
 
 /// `rebake verify`: one line per check; the exit status names the first check that failed.
 pub fn verify(ctx: &Context, req: VerifyRequest) -> Result<u8> {
@@ -90,7 +93,58 @@ async fn verify_async(ctx: &Context, req: &VerifyRequest) -> Result<u8> {
         }
         (None, _) => println!("registry:  not checked: the lock records no digest (not pushed)"),
     }
-    println!("signature: not checked: rebake does not sign images yet");
+    match (&config.signing, &image.digest, &config.registry) {
+        (None, _, _) => println!(
+            "signature: not checked: rebake.yaml configures no key (signing.public_key or \
+             signing.key_file)"
+        ),
+        (Some(_), None, _) | (Some(_), _, None) => {
+            println!("signature: not checked: no registry digest to check")
+        }
+        (Some(signing), Some(digest), Some(registry)) => {
+            use crate::attest;
+            let verifier = crate::signing::Verifier::from_config(signing)?;
+            match attest::check_signature(registry, &verifier, digest).await? {
+                Ok(()) => println!("signature: {digest} is signed with the configured key"),
+                Err(why) => {
+                    println!("signature: FAILED: {why}");
+                    fail(EXIT_SIGNATURE);
+                }
+            }
+            let found = attest::fetch_attestations(registry, &verifier, digest).await?;
+            for (kind, (_, envelope)) in &found.verified {
+                println!("attested:  {kind} ({envelope})");
+            }
+            for failed in &found.failed {
+                println!("attested:  FAILED: {failed}");
+                fail(EXIT_SIGNATURE);
+            }
+            match attest::sboms_match(&found, &lock) {
+                Ok(()) => println!("sbom:      the SPDX and CycloneDX attestations are the lock's"),
+                Err(why) => {
+                    println!("sbom:      FAILED: {why}");
+                    fail(EXIT_SIGNATURE);
+                }
+            }
+            match found.verified.get(attest::PROVENANCE) {
+                None => {
+                    println!("provenance: FAILED: no signed SLSA provenance for {digest}");
+                    fail(EXIT_SIGNATURE);
+                }
+                Some((statement, _)) => match attest::provenance_matches(statement, &lock) {
+                    Ok(()) => println!(
+                        "provenance: describes the lock (subject, InRelease files, base, \
+                         packages), built from commit {}",
+                        attest::provenance_commit(statement).unwrap_or_else(|| "?".into())
+                    ),
+                    Err(why) => {
+                        println!("provenance: FAILED: {why}");
+                        fail(EXIT_SIGNATURE);
+                    }
+                },
+            }
+        }
+    }
 
     if req.rebuild {
         let rebuilt = rebuild(ctx, &config, &state_dir, req, &policy).await?;

@@ -88,6 +88,27 @@ pub struct RawConfig {
     pub schedule: Option<RawSchedule>,
     pub webhook: Option<RawWebhook>,
     pub git: Option<RawGit>,
+    pub signing: Option<RawSigning>,
+    pub deploy: Option<RawDeploy>,
+}
+
+/// `signing`: the key rebake signs pushed images and their attestations with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    /// PEM ECDSA P-256 private key (PKCS#8 or SEC1), a file path.
+    pub key_file: Option<String>,
+    /// Name of the environment variable holding that PEM instead.
+    pub key_env: Option<String>,
+    /// PEM public key checked by `verify` and the deploy gate; default: the private key's.
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploy {
+    /// `required` or `off`.
+    pub verify: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +220,23 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub webhook: WebhookConfig,
     pub git: GitConfig,
+    /// None = images are pushed unsigned, without attestations.
+    pub signing: Option<SigningConfig>,
+    pub deploy: DeployConfig,
+}
+
+/// Where the signing key comes from (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SigningConfig {
+    pub key_file: Option<PathBuf>,
+    pub key_env: Option<String>,
+    pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeployConfig {
+    /// `deploy.verify: required`: deploy only digests whose signature and provenance verify.
+    pub verify_required: bool,
 }
 
 /// Where Debian's security data comes from. Each is an http(s) URL or an absolute file path
@@ -355,6 +393,8 @@ impl Default for Config {
                 ssh_key: None,
                 ssh_key_passphrase_env: None,
             },
+            signing: None,
+            deploy: DeployConfig::default(),
         }
     }
 }
@@ -571,7 +611,82 @@ pub fn validate_config(
             }
         }
     }
+    if let Some(signing) = raw.signing {
+        config.signing = validate_signing(&mut d, &root.key("signing"), signing, base_dir);
+    }
+    if let Some(verify) = raw.deploy.and_then(|x| x.verify) {
+        match verify.as_str() {
+            "required" => config.deploy.verify_required = true,
+            "off" => {}
+            other => d.error(
+                &root.key("deploy").key("verify"),
+                format!("'{other}' is not a verification mode"),
+                "write 'required' (deploy only signed images with matching provenance) or 'off'",
+            ),
+        }
+        if config.deploy.verify_required && config.signing.is_none() {
+            d.error(
+                &root.key("deploy").key("verify"),
+                "is required, but no key to check signatures with is configured",
+                "add 'signing: {public_key: <path of the PEM public key>}' (or the key_file \
+                 rebake signs with)",
+            );
+        }
+    }
     d.into_result(config)
+}
+
+/// `signing`: one private key source (`key_file` or `key_env`) and/or a `public_key`; paths,
+/// never keys.
+fn validate_signing(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    raw: RawSigning,
+    base_dir: &Path,
+) -> Option<SigningConfig> {
+    let errors_before = d.list.len();
+    let mut path = |name: &str, value: Option<String>| {
+        let value = value?;
+        if value.contains("-----BEGIN") || value.contains('\n') {
+            d.error(
+                &field.key(name),
+                "looks like a key itself, not the path of a key file",
+                "put the key in a file readable only by rebake's user and write its path here; \
+                 remove the key from this file and replace it, it may have been committed",
+            );
+            None
+        } else if value.trim().is_empty() {
+            d.error(&field.key(name), "is empty", "give the path of a PEM file");
+            None
+        } else {
+            Some(resolve_path(base_dir, &value))
+        }
+    };
+    let key_file = path("key_file", raw.key_file);
+    let public_key = path("public_key", raw.public_key);
+    let key_env = raw
+        .key_env
+        .filter(|name| check_env_name(d, &field.key("key_env"), name));
+    if key_file.is_some() && key_env.is_some() {
+        d.error(
+            &field.key("key_env"),
+            "is given together with key_file; rebake signs with one key",
+            "keep either key_file or key_env",
+        );
+    }
+    if key_file.is_none() && key_env.is_none() && public_key.is_none() {
+        d.error(
+            field,
+            "names no key",
+            "add 'key_file: <path of the PEM private key>' to sign, or 'public_key: <path>' to \
+             only verify",
+        );
+    }
+    (d.list.len() == errors_before).then_some(SigningConfig {
+        key_file,
+        key_env,
+        public_key,
+    })
 }
 
 /// `git.ssh_key`: a path to a private key file, not the key itself and not its `.pub` half.

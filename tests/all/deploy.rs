@@ -34,6 +34,7 @@ use rebake::policy::{
 use crate::support::engine::{docker, runtime};
 
 mod gate;
+mod signed;
 use crate::support::registry::free_port;
 use crate::support::tiny_image::{self, TinySpec, INDEX_TEXT};
 

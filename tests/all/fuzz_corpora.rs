@@ -94,6 +94,47 @@ fn real_seeds_are_accepted() {
     .expect("a merged rebake proposal");
     assert_eq!(proposal.head_branch, "rebake/nginx");
     let _ = fuzzing::reference_compare("1.0", "1.0");
+    // The attestation seeds are signed with the fuzz key: they open, and the provenance whose
+    // subject is the lock's digest matches a lock with no dependencies.
+    let fuzz_key = rebake::signing::Verifier::from_scalar(&fuzzing::FUZZ_KEY_SCALAR).unwrap();
+    let seed = |file: &str| std::fs::read(corpus_dir("attestation").join(file)).unwrap();
+    let statement = rebake::signing::dsse_open(&fuzz_key, &seed("provenance-envelope")).unwrap();
+    assert_eq!(
+        rebake::attest::provenance_commit(&statement).as_deref(),
+        Some("0123abcd")
+    );
+    let other = rebake::signing::dsse_open(&fuzz_key, &seed("provenance-other-subject")).unwrap();
+    let lock = |statement: &serde_json::Value| {
+        let mut lock =
+            rebake::lock::Lock::parse(&read("lock", "web-lock"), Path::new("x")).unwrap();
+        lock.archive.clear();
+        lock.base = None;
+        lock.packages.clear();
+        lock.image = Some(rebake::lock::ImageRef {
+            id: "sha256:x".into(),
+            digest: Some(fuzzing::FUZZ_DIGEST.into()),
+        });
+        rebake::attest::provenance_matches(statement, &lock)
+    };
+    assert_eq!(lock(&statement), Ok(()));
+    assert!(lock(&other).is_err());
+    let signed = seed("simple-signing");
+    let at = signed.iter().position(|&b| b == b'\n').unwrap();
+    let (repo, digest) = fuzzing::FUZZ_DIGEST.split_once('@').unwrap();
+    rebake::signing::check_simple_signing(
+        &fuzz_key,
+        &signed[at + 1..],
+        std::str::from_utf8(&signed[..at]).unwrap(),
+        repo,
+        digest,
+    )
+    .unwrap();
+    assert_eq!(
+        rebake::attest::manifest_layers(&seed("att-manifest"))
+            .unwrap()
+            .len(),
+        1
+    );
     let openssl = rebake::debian::changelog::parse(&read("changelog", "libssl3-bookworm-head"));
     assert!(openssl.len() >= 5, "{openssl:?}");
     assert!(openssl[0].is_security_upload("bookworm"));

@@ -1,3 +1,4 @@
+mod attest;
 mod automerge;
 mod check;
 mod dashboard;

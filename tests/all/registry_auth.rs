@@ -262,3 +262,44 @@ async fn endless_token_service_answer_is_refused_at_its_limit() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     server.abort();
 }
+
+/// Signatures and attestations go to a registry that needs a login the same way (rebake's own
+/// API calls answer the Basic challenge), and without the login the error says so.
+#[tokio::test]
+async fn signing_and_attestations_with_a_registry_login() {
+    set_secrets();
+    let docker = engine().await;
+    let registry = TestRegistry::start_with_login(USER, SECRET);
+    let config = with_login(registry.config(), SECRET_ENV);
+    let image = tiny_image(&docker, "registry-login-signed", &["/bin/sh"], None).await;
+    let pushed = push(&docker, &image, &config, "signed", "v1")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = crate::attest::keypair(dir.path(), "cosign");
+    let (repo, hex) = rebake::attest::split_digest(&pushed).unwrap();
+    let lock = crate::attest::lock_for("signed", &image, &pushed);
+    let statements =
+        rebake::attest::statements(&lock, repo, hex, &crate::attest::facts("0123abcd"), &[]);
+    let signer = crate::attest::signer(&key);
+
+    let err = rebake::attest::attach(&registry.config(), &signer, &pushed, &statements)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("401"), "{err:#}");
+
+    rebake::attest::attach(&config, &signer, &pushed, &statements)
+        .await
+        .unwrap();
+    let verifier = crate::attest::verifier(&public);
+    assert_eq!(
+        rebake::attest::check_signature(&config, &verifier, &pushed)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    let found = rebake::attest::fetch_attestations(&config, &verifier, &pushed)
+        .await
+        .unwrap();
+    assert_eq!(found.verified.len(), 4, "{:?}", found.failed);
+}

@@ -103,6 +103,11 @@ const ENV: [(&str, &str); 2] = [
 
 /// rebake.yaml for the fake GitHub, the test registry and the webhook secret of [`ENV`].
 fn configure(ops: &GitOps, fake: &FakeGitHub, registry: &TestRegistry) {
+    configure_with(ops, fake, registry, "");
+}
+
+/// [`configure`], with `extra` lines appended.
+fn configure_with(ops: &GitOps, fake: &FakeGitHub, registry: &TestRegistry, extra: &str) {
     std::fs::write(
         ops.clone.join("rebake.yaml"),
         format!(
@@ -110,7 +115,7 @@ fn configure(ops: &GitOps, fake: &FakeGitHub, registry: &TestRegistry) {
              registry:\n  url: {}\n  insecure: true\n\
              webhook:\n  secret_env: REBAKE_TEST_E2E_SECRET\n\
              # Scheduled scans would race the webhook in this test: once a year.\n\
-             schedule:\n  scan: \"0 0 1 1 *\"\n",
+             schedule:\n  scan: \"0 0 1 1 *\"\n{extra}",
             fake.url(),
             registry.host()
         ),
@@ -225,14 +230,79 @@ fn merged_pull_request_webhook_deploys_the_tested_digest_once() {
     let ops = ticker_gitops(&container);
     let registry = TestRegistry::start();
     let fake = runtime().block_on(FakeGitHub::start(&ops.bare, "acme", "images", TOKEN));
-    configure(&ops, &fake, &registry);
+    // Signed, and deployed only when the signature and provenance verify.
+    let (key, public) = crate::attest::keypair(ops.dir.path(), "cosign");
+    configure_with(
+        &ops,
+        &fake,
+        &registry,
+        &format!(
+            "signing:\n  key_file: {}\ndeploy:\n  verify: required\n",
+            key.display()
+        ),
+    );
+    let built_from = git(&ops.bare, &["rev-parse", "main"]);
 
     // rebake proposes the tested image; a person merges the pull request on GitHub.
     let proposed = propose(&ops, state, &ENV);
     assert_eq!(action(&proposed, "ticker"), "opened", "{}", text(&proposed));
+    // A second run finds the branch current: nothing rebuilt, and the body still lists the
+    // attestations (read back from the registry, signed by the configured key).
+    let first_body = fake.prs()[0].body.clone();
+    let again = propose(&ops, state, &ENV);
+    assert_eq!(action(&again, "ticker"), "unchanged", "{}", text(&again));
     let pr = fake.prs().into_iter().next().expect("one pull request");
+    assert_eq!(pr.body, first_body);
     let merge_sha = fake.merge(pr.number);
     let (tested, digest_ref) = tested_image(&ops, &registry, &merge_sha, "ticker");
+
+    // The build signed the digest and attached its attestations; the pull request lists them.
+    let verifier = crate::attest::verifier(&public);
+    let config = registry.config();
+    assert_eq!(
+        runtime()
+            .block_on(rebake::attest::check_signature(
+                &config,
+                &verifier,
+                &digest_ref
+            ))
+            .unwrap(),
+        Ok(())
+    );
+    let found = runtime()
+        .block_on(rebake::attest::fetch_attestations(
+            &config,
+            &verifier,
+            &digest_ref,
+        ))
+        .unwrap();
+    assert!(found.failed.is_empty(), "{:?}", found.failed);
+    let (provenance, envelope) = &found.verified[rebake::attest::PROVENANCE];
+    let params = &provenance["predicate"]["buildDefinition"]["externalParameters"];
+    assert_eq!(params["source"]["commit"], built_from.as_str());
+    assert_eq!(params["policy"]["path"], "policies/ticker.yaml");
+    let policy_bytes = git(
+        &ops.bare,
+        &["show", &format!("{built_from}:policies/ticker.yaml")],
+    );
+    assert_eq!(
+        params["policy"]["sha256"],
+        rebake::state::sha256_hex(format!("{policy_bytes}\n").as_bytes())
+    );
+    assert_eq!(
+        params["template"]["path"],
+        "templates/ticker.Dockerfile.hbs"
+    );
+    let body = pr.body.clone().unwrap_or_default();
+    assert!(body.contains("### Signature and attestations"), "{body}");
+    assert!(
+        body.contains(&format!("| SLSA provenance | `{envelope}` |")),
+        "{body}"
+    );
+    for kind in [rebake::attest::SPDX, rebake::attest::CYCLONEDX] {
+        let (_, d) = &found.verified[kind];
+        assert!(body.contains(d.as_str()), "{kind} {d} not in\n{body}");
+    }
 
     // The service runs.
     let mut serve = start_serve(&ops, state);

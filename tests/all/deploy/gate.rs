@@ -153,6 +153,7 @@ impl Gate {
             commit: commit.map(Into::into),
             group: None,
             rollback: false,
+            verify: None,
         }
     }
 
