@@ -92,6 +92,16 @@ fn resolved_dependencies(lock: &Lock) -> Vec<Value> {
             "annotations": {"imageId": base.id},
         }));
     }
+    // A `from:` image: the parent image it was built on, and the parent lock it was tested with.
+    if let Some(parent) = &lock.parent {
+        let digest = parent.image.trim_start_matches("sha256:");
+        out.push(json!({
+            "name": format!("parent image {}", parent.name),
+            "uri": parent.digest.clone().unwrap_or_else(|| parent.image.clone()),
+            "digest": {"sha256": digest},
+            "annotations": {"lockSha256": parent.lock_sha256},
+        }));
+    }
     for p in &lock.packages {
         out.push(json!({
             "uri": crate::sbom::purl(lock, &p.name, &p.version, &p.arch),
