@@ -454,6 +454,21 @@ pub async fn deploy_commit<F: Forge>(
                             Some(h) => crate::engine::connect(h).await?,
                             None => docker.clone(),
                         };
+                        // A job of this target (a backup, say) finishes first, and none starts
+                        // until the deploy is done.
+                        let label = t.label().unwrap_or_default();
+                        let _lock = crate::jobs::target_lock::TargetLock::acquire(
+                            &run.state_dir,
+                            &label,
+                            &format!("deploy {}", p.name),
+                            |who| {
+                                eprintln!(
+                                    "rebake: deploy of {} to {label} waits: held by {who}",
+                                    p.name
+                                )
+                            },
+                        )
+                        .await?;
                         deploy::deploy_docker_with(&docker, d, &image_ref, auth.as_ref()).await?
                     }
                     DeployTarget::Swarm(s) => {

@@ -713,6 +713,7 @@ mod tests {
             review: Default::default(),
             user: None,
             schedule: None,
+            jobs: vec![],
         };
         let out = with_banner("# syntax=docker/dockerfile:1\nFROM x", &policy);
         assert_eq!(
