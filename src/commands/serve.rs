@@ -192,7 +192,17 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
+    // Jobs follow the policies of --repo as they are at start.
+    let job_policies = crate::repo::policies(&ctx.repo, &[])?;
+    let job_settings = super::job::job_settings(&config, &state_dir);
     runtime()?.block_on(async {
+        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let jobs = tokio::spawn(crate::jobs::schedule::run_schedules(
+            job_settings,
+            job_policies,
+            crate::server::SystemClock,
+            jobs_stopped,
+        ));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -200,7 +210,7 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
             "rebake serve: listening on {} (POST /webhook/github, /webhook/gitea; GET /healthz, /metrics)",
             listener.local_addr()?
         );
-        let shutdown = async {
+        let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("SIGTERM handler");
@@ -208,6 +218,8 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            // Running jobs finish; no new one starts.
+            stop_jobs.send_replace(true);
         };
         crate::server::serve(
             listener,
@@ -233,7 +245,9 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
             std::sync::Arc::new(ServiceJobs { ctx: ctx.clone() }),
             shutdown,
         )
-        .await
+        .await?;
+        let _ = jobs.await;
+        anyhow::Ok(())
     })?;
     Ok(0)
 }

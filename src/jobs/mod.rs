@@ -9,6 +9,7 @@
 //! `<timestamp>.json` (a [`JobRecord`]) and `summary.json` (runs and failures so far, read by
 //! `/metrics` and `rebake status`).
 
+pub mod schedule;
 pub mod store;
 pub mod target_lock;
 

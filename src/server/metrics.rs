@@ -254,6 +254,7 @@ impl Metrics {
                 Ok(t) => out.push_str(&crate::timeline::exposition(&t)),
                 Err(e) => tracing::warn!("fix latency not shown: {e:#}"),
             }
+            out.push_str(&crate::jobs::exposition(dir));
         }
         out
     }
