@@ -49,6 +49,7 @@ pub(super) async fn deploy_on(
         commit: req.commit.clone(),
         group,
         rollback: req.rollback,
+        backups: config.backups.clone(),
     };
     crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
 }

@@ -344,19 +344,11 @@ pub fn kind_word(job: &Job) -> &'static str {
 pub async fn run_job(settings: &JobSettings, policy: &Policy, job_name: &str) -> Result<JobRecord> {
     let job = find_job(policy, job_name)?;
     let target = docker_target(policy, job)?;
-    let store = match &job.kind {
-        JobKind::Backup { .. } => Some(backup_store(settings, policy, job)?),
-        JobKind::RestoreCheck(check) => {
-            let backup = find_job(policy, &check.backup)?;
-            Some(backup_store(settings, policy, backup)?)
-        }
-        JobKind::Command { .. } => None,
-    };
+    // A store missing from rebake.yaml is said at once, not after waiting for the lock.
+    store_of(settings, policy, job)?;
     let label = DeployTarget::Docker(target.clone())
         .label()
         .unwrap_or_default();
-    let dir = job_dir(&settings.state_dir, &policy.name, &job.name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let holder = format!("job {}/{}", policy.name, job.name);
     let lock = TargetLock::acquire(&settings.state_dir, &label, &holder, |who| {
         eprintln!(
@@ -365,6 +357,43 @@ pub async fn run_job(settings: &JobSettings, policy: &Policy, job_name: &str) ->
         );
     })
     .await?;
+    let record = run_job_holding_lock(settings, policy, job_name, lock.waited).await;
+    drop(lock);
+    record
+}
+
+/// The store a backup job writes to, or a restore check reads from.
+fn store_of<'a>(
+    settings: &'a JobSettings,
+    policy: &Policy,
+    job: &Job,
+) -> Result<Option<(&'a str, &'a BackupStore)>> {
+    Ok(match &job.kind {
+        JobKind::Backup { .. } => Some(backup_store(settings, policy, job)?),
+        JobKind::RestoreCheck(check) => {
+            let backup = find_job(policy, &check.backup)?;
+            Some(backup_store(settings, policy, backup)?)
+        }
+        JobKind::Command { .. } => None,
+    })
+}
+
+/// [`run_job`] for a caller that holds the job's target lock already (a deploy running its
+/// pre-deploy backup); `waited`: how long it waited for it.
+pub async fn run_job_holding_lock(
+    settings: &JobSettings,
+    policy: &Policy,
+    job_name: &str,
+    waited: Duration,
+) -> Result<JobRecord> {
+    let job = find_job(policy, job_name)?;
+    let target = docker_target(policy, job)?;
+    let store = store_of(settings, policy, job)?;
+    let label = DeployTarget::Docker(target.clone())
+        .label()
+        .unwrap_or_default();
+    let dir = job_dir(&settings.state_dir, &policy.name, &job.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let started_at = chrono::Utc::now();
     let timestamp = started_at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let log_path = dir.join(format!("{timestamp}.log"));
@@ -403,8 +432,6 @@ pub async fn run_job(settings: &JobSettings, policy: &Policy, job_name: &str) ->
             outcome
         }
     };
-    let waited = lock.waited;
-    drop(lock);
     if let Some(reason) = &outcome.failure {
         let _ = writeln!(log, "\nrebake: job failed: {reason}");
     }

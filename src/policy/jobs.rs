@@ -25,6 +25,7 @@ pub struct RawJob {
     pub timeout_seconds: Option<u64>,
     pub backup: Option<RawBackup>,
     pub restore_check: Option<RawRestoreCheck>,
+    pub pre_deploy: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +54,10 @@ pub struct Job {
     pub target: String,
     pub timeout_seconds: u64,
     pub kind: JobKind,
+    /// A backup that also runs before each deploy of its target, against the old container,
+    /// when rebake.yaml has its store; a failure stops the deploy. Without the store the
+    /// target's own `pre_deploy` command runs, as before.
+    pub pre_deploy: bool,
 }
 
 /// Where a job's command runs.
@@ -371,13 +376,29 @@ pub(super) fn validate_jobs(
                 }
             }
         };
+        let pre_deploy = raw.pre_deploy.unwrap_or(false);
+        if pre_deploy && !matches!(kind, Some(JobKind::Backup { .. }) | None) {
+            d.error(
+                &field.key("pre_deploy"),
+                "only a backup runs before a deploy",
+                "add backup: {store: ...} to this job, or remove pre_deploy",
+            );
+        }
         if let (Some(kind), true) = (kind, d.list.len() == errors_before) {
+            if pre_deploy && jobs.iter().any(|j| j.pre_deploy && j.target == target) {
+                d.error(
+                    &field.key("pre_deploy"),
+                    format!("another backup already runs before deploys of {target}"),
+                    "keep pre_deploy: true on one backup job per target",
+                );
+            }
             jobs.push(Job {
                 name,
                 schedule,
                 target,
                 timeout_seconds,
                 kind,
+                pre_deploy,
             });
         }
     }
@@ -429,6 +450,7 @@ mod tests {
     command: [pg_dumpall, --clean]
     timeout_seconds: 600
     backup: {store: local}
+    pre_deploy: true
   - name: vacuum
     command: [vacuumdb, --all]
     container: new
@@ -462,6 +484,8 @@ mod tests {
             }
         );
         assert_eq!(jobs[0].store(), Some("local"));
+        assert!(jobs[0].pre_deploy);
+        assert!(!jobs[1].pre_deploy);
         assert_eq!(jobs[1].timeout_seconds, DEFAULT_JOB_TIMEOUT_SECONDS);
         assert_eq!(jobs[1].schedule, None);
         assert_eq!(
@@ -494,7 +518,9 @@ mod tests {
     /// Each problem names the file, its line and the field.
     #[test]
     fn problems_name_file_line_and_field() {
-        let cases: [(&str, &str, &str); 14] = [
+        let cases: [(&str, &str, &str); 16] = [
+            ("  - name: a\n    command: [x]\n    pre_deploy: true\n", "policies/pg.yaml:9:", "field 'jobs[0].pre_deploy': only a backup runs before a deploy"),
+            ("  - name: a\n    command: [x]\n    backup: {store: s}\n    pre_deploy: true\n  - name: b\n    command: [x]\n    backup: {store: s}\n    pre_deploy: true\n", "policies/pg.yaml:14:", "another backup already runs before deploys of db"),
             ("  - command: [x]\n", "policies/pg.yaml:7:", "field 'jobs[0].name': is missing"),
             ("  - name: Bad/Name\n    command: [x]\n", "policies/pg.yaml:7:", "'Bad/Name' is not a usable job name"),
             ("  - name: a\n    command: [x]\n  - name: a\n    command: [y]\n", "policies/pg.yaml:9:", "another job is also named 'a'"),

@@ -386,7 +386,9 @@ fn postgres_example_nightly_dump_and_restore_check() {
         "the example's dump schedule moved"
     );
     let policy_text = text_before
-        .replace("rebake-postgres", &name)
+        .replace("name: rebake-postgres\n", &format!("name: {name}\n"))
+        .replace("- rebake-postgres-data:", &format!("- {name}-data:"))
+        .replace("- rebake-postgres-backups:", &format!("- {name}-backups:"))
         .replace("127.0.0.1:5432:5432", &format!("127.0.0.1:{port}:5432"))
         .replace(nightly, "schedule: \"* * * * *\"");
     std::fs::write(&policy_path, policy_text).unwrap();

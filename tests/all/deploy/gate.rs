@@ -60,9 +60,15 @@ pub(super) fn lock_text(id: &str, digest: Option<&str>) -> String {
 
 impl Gate {
     pub(super) fn new(test: &str) -> Gate {
+        Gate::with_policy_tail(test, "")
+    }
+
+    /// A gate whose policy ends with `tail` (`{container}` in it: the container's name).
+    pub(super) fn with_policy_tail(test: &str, tail: &str) -> Gate {
         let container = format!("rebake-gate-{test}-{}", std::process::id());
+        let text = policy(&container) + &tail.replace("{container}", &container);
         let ops = gitops_with(&[
-            ("policies/gate.yaml".into(), policy(&container)),
+            ("policies/gate.yaml".into(), text),
             (
                 "templates/gate.Dockerfile.hbs".into(),
                 TICKER_TEMPLATE.into(),
@@ -151,6 +157,7 @@ impl Gate {
             commit: commit.map(Into::into),
             group: None,
             rollback: false,
+            backups: Default::default(),
         }
     }
 
@@ -357,4 +364,110 @@ fn an_older_commit_is_refused_unless_rolled_back_explicitly() {
         gate.log().last().unwrap()["rollback"],
         serde_json::json!(true)
     );
+}
+
+/// A backup job with `pre_deploy: true` runs in the old container before it is replaced, through
+/// rebake.yaml's backup store (stored with its SHA256), instead of the target's own pre_deploy
+/// command; a failed backup stops the deploy and the old container keeps running. Without the
+/// store configured, the target's pre_deploy command runs as before.
+#[test]
+fn a_pre_deploy_backup_goes_to_the_backup_store_and_a_failed_one_stops_the_deploy() {
+    let gate = Gate::with_policy_tail(
+        "pre-deploy-backup",
+        "      pre_deploy: [sh, -c, 'test ! -e /tmp/fail']\njobs:\n  - name: predump\n    command: [sh, -c, 'test ! -e /tmp/fail && echo \"dump of $HOSTNAME\"']\n    backup: {store: local}\n    pre_deploy: true\n",
+    );
+    let a = runtime().block_on(image_a(&docker()));
+    let b = runtime().block_on(image_b(&docker()));
+    let store = gate.state.path().join("backups");
+    let with_store = || DeployRun {
+        backups: [(
+            "local".to_string(),
+            rebake::config::BackupStore {
+                location: rebake::config::BackupLocation::Dir(store.clone()),
+                keep_last: None,
+                keep_for: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..gate.run(None, None)
+    };
+    let exec = |argv: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .arg("exec")
+            .arg(&gate.container)
+            .args(argv)
+            .output()
+            .expect("docker CLI not found (apt-get install docker.io)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let dumps = || rebake::jobs::store::list_dumps(&store.join("gate/predump")).unwrap();
+
+    // First deploy: nothing runs yet, nothing to back up.
+    gate.propose(&lock_text(&a, None));
+    gate.merge(None);
+    assert!(deployed(&gate.deploy(&with_store())));
+    assert!(dumps().is_empty());
+
+    // a → b: the backup runs in the old container (a) and is stored; the old hook does not run.
+    let old_hostname = exec(&["cat", "/etc/hostname"]).1;
+    gate.propose(&lock_text(&b, None));
+    gate.merge(None);
+    let r = gate.deploy(&with_store());
+    assert!(deployed(&r), "{r:?}");
+    assert_eq!(gate.running().as_deref(), Some(b.as_str()));
+    let stored = dumps();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&stored[0]).unwrap(),
+        format!("dump of {}", old_hostname)
+    );
+    rebake::jobs::store::verify(&stored[0]).unwrap();
+    let record = rebake::jobs::read_summary(gate.state.path(), "gate", "predump")
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.runs, record.failures), (1, 0));
+
+    // b → a with a failing backup: not deployed, b keeps running.
+    assert_eq!(exec(&["sh", "-c", "echo > /tmp/fail"]).0, Some(0));
+    gate.propose(&lock_text(&a, None));
+    gate.merge(None);
+    let r = gate.deploy(&with_store());
+    assert!(!r.ok(), "{r:?}");
+    let reason = match &r.targets[0].result {
+        rebake::deploy::DeployResult::Failed { reason } => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        reason.starts_with("the pre-deploy backup predump failed: ")
+            && reason.contains("exited with 1; the old container keeps running (log: "),
+        "{reason}"
+    );
+    assert_eq!(gate.running().as_deref(), Some(b.as_str()));
+    assert_eq!(dumps().len(), 1, "a failed backup leaves no dump");
+    let record = rebake::jobs::read_summary(gate.state.path(), "gate", "predump")
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.runs, record.failures), (2, 1));
+
+    // Without the store in rebake.yaml: the target's own pre_deploy command, as before (it
+    // fails the same way here, under its own name).
+    let r = gate.deploy(&gate.run(None, None));
+    let reason = match &r.targets[0].result {
+        rebake::deploy::DeployResult::Failed { reason } => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        reason.starts_with("pre_deploy [\"sh\", \"-c\", \"test ! -e /tmp/fail\"] exited with 1"),
+        "{reason}"
+    );
+    assert_eq!(dumps().len(), 1);
+    assert_eq!(exec(&["sh", "-c", "rm /tmp/fail"]).0, Some(0));
+    let r = gate.deploy(&with_store());
+    assert!(deployed(&r), "{r:?}");
+    assert_eq!(gate.running().as_deref(), Some(a.as_str()));
+    assert_eq!(dumps().len(), 2);
 }
