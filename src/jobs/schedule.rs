@@ -79,10 +79,7 @@ pub async fn run_schedules<C: Clock>(
     let policies = Arc::new(policies);
     let running: Arc<Mutex<BTreeSet<(String, String)>>> = Arc::default();
     let mut tasks = JoinSet::new();
-    loop {
-        let Some((at, due)) = next_due(&jobs, clock.now()) else {
-            break;
-        };
+    while let Some((at, due)) = next_due(&jobs, clock.now()) {
         let due: Vec<ScheduledJob> = due.into_iter().cloned().collect();
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,

@@ -404,7 +404,7 @@ pub(super) fn validate_jobs(
     }
     for (field, name) in restore_refs {
         let backup = jobs.iter().find(|j| j.name == name);
-        if !backup.is_some_and(|j| j.store().is_some()) {
+        if backup.is_none_or(|j| j.store().is_none()) {
             let backups: Vec<&str> = jobs
                 .iter()
                 .filter(|j| j.store().is_some())

@@ -241,7 +241,7 @@ jobs:
     );
     assert!(stdout.starts_with("app/stamp: ok in "), "{stdout}");
     assert!(
-        stdout.contains(&format!("(after waiting ")) && stdout.contains(&label),
+        stdout.contains("(after waiting ") && stdout.contains(&label),
         "{stdout}"
     );
     let record = last(state.path(), "app", "stamp");
