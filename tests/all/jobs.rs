@@ -142,7 +142,7 @@ fn jobs_wait_for_a_deploy_run_in_and_beside_the_container_and_store_verified_bac
     let _cleanup = Cleanup {
         docker: docker.clone(),
         container: name.clone(),
-        jobs: ["stamp", "fails", "beside", "dump", "check"]
+        jobs: ["stamp", "fails", "beside", "dump", "slow", "check"]
             .map(String::from)
             .to_vec(),
         volumes: vec![volume.clone()],
@@ -180,6 +180,10 @@ jobs:
     container: new
     command: [sh, -c, 'cat /srv/stamps > /tmp/dump.txt']
     backup: {{store: local, path: /tmp/dump.txt}}
+  - name: slow
+    container: new
+    timeout_seconds: 1
+    command: [sh, -c, 'echo started; sleep 30']
   - name: check
     restore_check:
       backup: dump
@@ -258,6 +262,10 @@ jobs:
     assert!(record
         .log
         .starts_with(state.path().join("state/jobs/app/stamp")));
+    // Beside the log, the run's record.
+    let saved: JobRecord =
+        serde_json::from_slice(&std::fs::read(record.log.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(saved, record);
     assert_eq!(record.image_id.as_deref(), Some(image.as_str()));
 
     // A failing job: exit 1, the reason, its stderr in the log, a failure counted.
@@ -289,6 +297,24 @@ jobs:
     let leftover =
         runtime().block_on(docker.inspect_container(&format!("{name}.rebake-job-beside"), None));
     assert!(leftover.is_err(), "the one-off container is still there");
+
+    // A job over its timeout fails, and its one-off container goes.
+    let t = Instant::now();
+    let out = rebake(state.path(), &args(&["job", "run", "app", "slow"]));
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .contains("reason: did not finish within 1s (timeout_seconds)"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    let log = std::fs::read_to_string(last(state.path(), "app", "slow").log).unwrap();
+    assert!(log.starts_with("started\n"), "{log}");
+    let leftover =
+        runtime().block_on(docker.inspect_container(&format!("{name}.rebake-job-slow"), None));
+    assert!(leftover.is_err(), "the timed-out container is still there");
 
     // A backup written to a path in a one-off container: stored with its SHA256; keep_last: 2
     // leaves the newest two of three.
@@ -352,9 +378,9 @@ jobs:
     let out = rebake(state.path(), &args(&["job", "run", "app", "nosuch"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out)
-            .1
-            .contains("has no job named \"nosuch\"; its jobs: stamp, fails, beside, dump, check"),
+        text(&out).1.contains(
+            "has no job named \"nosuch\"; its jobs: stamp, fails, beside, dump, slow, check"
+        ),
         "{:?}",
         text(&out)
     );
