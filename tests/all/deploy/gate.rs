@@ -471,3 +471,70 @@ fn a_pre_deploy_backup_goes_to_the_backup_store_and_a_failed_one_stops_the_deplo
     assert_eq!(gate.running().as_deref(), Some(a.as_str()));
     assert_eq!(dumps().len(), 2);
 }
+
+/// A deploy waits for a running job of its target: the job, started by `rebake job run` in
+/// another process, runs to its end in the old container, and only then is the container
+/// replaced.
+#[test]
+fn a_deploy_waits_for_a_running_job_of_its_target() {
+    let gate = Gate::with_policy_tail(
+        "waits-for-job",
+        "jobs:\n  - name: slow\n    command: [sh, -c, 'sleep 3; echo finished']\n",
+    );
+    let a = runtime().block_on(image_a(&docker()));
+    let b = runtime().block_on(image_b(&docker()));
+    gate.propose(&lock_text(&a, None));
+    gate.merge(None);
+    assert!(deployed(&gate.deploy(&gate.run(None, None))));
+
+    let job = std::process::Command::new(env!("CARGO_BIN_EXE_rebake"))
+        .args(["job", "run", "gate", "slow", "--repo"])
+        .arg(&gate.ops.clone)
+        .env("REBAKE_STATE_DIR", gate.state.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rebake job run");
+    // The job holds the target's lock once it runs.
+    let lock_file = rebake::jobs::target_lock::lock_path(
+        gate.state.path(),
+        &format!("docker:{}", gate.container),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&lock_file)
+        .unwrap_or_default()
+        .starts_with("job gate/slow")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    gate.propose(&lock_text(&b, None));
+    gate.merge(None);
+    let started = std::time::Instant::now();
+    let r = gate.deploy(&gate.run(None, None));
+    assert!(deployed(&r), "{r:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "the deploy did not wait for the job: {:?}",
+        started.elapsed()
+    );
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out);
+    let record = rebake::jobs::read_summary(gate.state.path(), "gate", "slow")
+        .unwrap()
+        .unwrap()
+        .last
+        .unwrap();
+    assert!(record.ok(), "{record:?}");
+    assert_eq!(record.image_id.as_deref(), Some(a.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(&record.log).unwrap(),
+        "finished\n",
+        "the job ran to its end in the old container"
+    );
+    assert_eq!(gate.running().as_deref(), Some(b.as_str()));
+}
