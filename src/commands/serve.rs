@@ -7,6 +7,9 @@ use super::*;
 /// commit and the result commented on it.
 pub struct ServiceJobs {
     pub ctx: Context,
+    /// Where the policies of the default branch go after each scan, for the jobs' schedules
+    /// (None: jobs are not scheduled).
+    pub job_policies: Option<tokio::sync::watch::Sender<Vec<crate::policy::Policy>>>,
 }
 
 impl crate::server::Jobs for ServiceJobs {
@@ -42,6 +45,21 @@ impl crate::server::Jobs for ServiceJobs {
             }
         }
         // Policies may have changed on the default branch: their schedules with them.
+        if let Some(tx) = &self.job_policies {
+            match export_default_branch(&c, false)
+                .await
+                .and_then(|scratch| crate::repo::policies(scratch.path(), &[]))
+            {
+                Ok(policies) => {
+                    tx.send_if_modified(|current| {
+                        let changed = *current != policies;
+                        *current = policies;
+                        changed
+                    });
+                }
+                Err(e) => tracing::warn!("keeping the jobs' schedules: {e:#}"),
+            }
+        }
         let schedules = match scan_schedules_on(&c, &config).await {
             Ok(schedules) => Some(schedules),
             Err(e) => {
@@ -192,14 +210,15 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
-    // Jobs follow the policies of --repo as they are at start.
-    let job_policies = crate::repo::policies(&ctx.repo, &[])?;
+    // Jobs follow the policies of --repo at start, then the default branch's after each scan.
+    let (job_policies, job_policies_rx) =
+        tokio::sync::watch::channel(crate::repo::policies(&ctx.repo, &[])?);
     let job_settings = super::job::job_settings(&config, &state_dir);
     runtime()?.block_on(async {
         let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
         let jobs = tokio::spawn(crate::jobs::schedule::run_schedules(
             job_settings,
-            job_policies,
+            job_policies_rx,
             crate::server::SystemClock,
             jobs_stopped,
         ));
@@ -242,7 +261,10 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
                 }),
                 limits: crate::server::ConnectionLimits::default(),
             },
-            std::sync::Arc::new(ServiceJobs { ctx: ctx.clone() }),
+            std::sync::Arc::new(ServiceJobs {
+                ctx: ctx.clone(),
+                job_policies: Some(job_policies),
+            }),
             shutdown,
         )
         .await?;
