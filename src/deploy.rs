@@ -349,7 +349,7 @@ async fn restore(
 }
 
 /// The image, pulled first when the engine lacks it and `image_ref` names a registry.
-async fn ensure_image(
+pub(crate) async fn ensure_image(
     docker: &Docker,
     image_ref: &str,
     auth: Option<&RegistryAuth>,

@@ -204,13 +204,29 @@ pub fn rebuild_reason(old: Option<&Lock>, new: &Lock) -> String {
         return "first build".into();
     };
     let base = |l: &Lock| l.base.as_ref().map(|b| b.rootfs_sha256.clone());
-    if base(old) != base(new) {
+    if let Some(p) = parent_changed(Some(old), new) {
+        format!("rebuilt because parent `{}` changed", p.name)
+    } else if base(old) != base(new) {
         "rebuilt on a new base".into()
     } else if old.tests.as_ref().map(|t| &t.results) != new.tests.as_ref().map(|t| &t.results) {
         "rebuilt: the template, the policy or its tests changed, or a rebuild was forced".into()
     } else {
         "rebuilt: the template or the policy changed, or a rebuild was forced".into()
     }
+}
+
+/// The new parent of a `from:` image, when it is not the one the old lock was built on.
+fn parent_changed<'a>(old: Option<&Lock>, new: &'a Lock) -> Option<&'a crate::lock::Parent> {
+    let p = new.parent.as_ref()?;
+    let before = old
+        .and_then(|o| o.parent.as_ref())
+        .map(|o| o.image.as_str());
+    (before != Some(p.image.as_str())).then_some(p)
+}
+
+/// `sha256:0123456789ab`.
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min("sha256:".len() + 12)]
 }
 
 /// The Security Tracker page of a CVE, DSA or DLA.
@@ -232,6 +248,27 @@ pub fn body(
         "rebake rebuilt **{image}** ({}/{}) from verified Debian packages and tested it.\n\n",
         new.suite, new.architecture
     ));
+    if let Some(p) = &new.parent {
+        match parent_changed(old, new) {
+            Some(_) => {
+                let was = old
+                    .and_then(|o| o.parent.as_ref())
+                    .map(|o| format!(", was `{}`", short_id(&o.image)))
+                    .unwrap_or_default();
+                b.push_str(&format!(
+                    "Rebuilt because parent `{}` changed: built on its image `{}`{was}, tested \
+                     together with it.\n\n",
+                    p.name,
+                    short_id(&p.image)
+                ));
+            }
+            None => b.push_str(&format!(
+                "Built on parent `{}` (image `{}`, unchanged).\n\n",
+                p.name,
+                short_id(&p.image)
+            )),
+        }
+    }
     b.push_str("### Packages\n\n| source | old | new | suite | kind | binaries |\n|---|---|---|---|---|---|\n");
     for c in changes {
         let binaries: Vec<String> = c
@@ -528,6 +565,8 @@ mod tests {
             architecture: "amd64".into(),
             archive: Vec::new(),
             base: None,
+            parent: None,
+            reason: None,
             packages: Vec::new(),
             image: Some(ImageRef {
                 id: format!("sha256:{name}"),

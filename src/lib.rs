@@ -9,6 +9,7 @@ pub mod check;
 pub mod commands;
 pub mod config;
 pub mod cooldown;
+pub mod dashboard;
 pub mod debian;
 pub mod deploy;
 pub mod download;

@@ -21,6 +21,22 @@ pub struct ArchiveState {
     pub inrelease_sha256: String,
 }
 
+/// The image a `from:` policy was built on: its parent's locked image, as the parent's lock
+/// recorded it when this image was built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parent {
+    /// The parent policy's image name.
+    pub name: String,
+    /// The reference the Dockerfile's `FROM` used: the parent's image id.
+    pub image: String,
+    /// The parent's pushed digest (`registry/repo@sha256:…`), when it was pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// SHA256 of the parent's lock file: which build of the parent this one was tested with.
+    pub lock_sha256: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Base {
@@ -67,6 +83,13 @@ pub struct Lock {
     pub archive: Vec<ArchiveState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Base>,
+    /// For a `from:` policy: the parent image it was built on (`base` is then the Debian base
+    /// under the parent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+    /// Why this build was made: `first build`, `packages changed`, `parent <name> changed`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Every installed package, sorted by name (then architecture).
     pub packages: Vec<InstalledPackage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +189,8 @@ mod tests {
             architecture: "amd64".into(),
             archive: vec![],
             base: None,
+            parent: None,
+            reason: None,
             packages: vec![InstalledPackage {
                 name: "a".into(),
                 version: "1".into(),
@@ -275,6 +300,8 @@ mod tests {
                 architecture: "amd64".into(),
                 archive: vec![],
                 base: None,
+                parent: None,
+                reason: None,
                 packages: vec![],
                 image: None,
                 tests: None,

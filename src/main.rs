@@ -161,6 +161,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
+    /// Write `rebake status`'s table into the forge's dashboard issue (GitHub, Gitea): opened
+    /// once, edited in place, closed when the repository has no policies. `serve` does this
+    /// after each scheduled scan.
+    Dashboard {
+        /// apt deb822 .sources file to read archives from (default: rebake.yaml's, else the host's apt sources).
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Report installed packages that have a newer version in the verified Debian archive.
     Scan {
         /// Images to scan (default: every policy's image).
@@ -355,6 +365,14 @@ fn main() -> ExitCode {
             &ctx,
             app::StatusRequest {
                 images,
+                sources,
+                format: format.into(),
+            },
+        ),
+        Command::Dashboard { sources, format } => app::dashboard(
+            &ctx,
+            app::StatusRequest {
+                images: Vec::new(),
                 sources,
                 format: format.into(),
             },

@@ -275,6 +275,78 @@ pub enum Built {
     New(Lock),
 }
 
+/// The parent of a `from:` policy: its lock in the repository (tested, with an image) and the
+/// engine holding that image (pulled by digest when it was built elsewhere).
+async fn parent_image(
+    plan: &BuildPlan,
+    docker: &Docker,
+    name: &str,
+    parent: &str,
+) -> Result<(lock::Parent, Lock)> {
+    let path = lock::path_for(&plan.repo, parent);
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "image {name} builds on {parent}, which has no lock yet: build it first (rebake build {parent})"
+        )
+    })?;
+    let parent_lock = Lock::read(&path)?;
+    let (Some(image), Some(tests)) = (&parent_lock.image, &parent_lock.tests) else {
+        bail!("image {name} builds on {parent}, whose lock records no tested image");
+    };
+    if !tests.passed {
+        bail!("image {name} builds on {parent}, whose tests did not pass");
+    }
+    let auth = match &plan.registry {
+        Some(reg) => publish::RegistryAuth::from_config(reg)?,
+        None => None,
+    };
+    if docker.inspect_image(&image.id).await.is_err() {
+        let Some(digest) = &image.digest else {
+            bail!(
+                "image {name} builds on {parent}'s image {}, which this engine lacks and no registry holds",
+                image.id
+            );
+        };
+        crate::deploy::ensure_image(docker, digest, auth.as_ref())
+            .await
+            .map_err(|e| anyhow!("image {name}: the parent image: {e}"))?;
+    }
+    Ok((
+        lock::Parent {
+            name: parent.to_string(),
+            image: image.id.clone(),
+            digest: image.digest.clone(),
+            lock_sha256: crate::state::sha256_hex(&text),
+        },
+        parent_lock.clone(),
+    ))
+}
+
+/// Why an image is (re)built, for its lock, its label and its proposal.
+fn build_reason(
+    old: Option<&Lock>,
+    parent: Option<&lock::Parent>,
+    index: &ReleaseIndex,
+    policy: &Policy,
+) -> String {
+    let Some(old) = old else {
+        return "first build".into();
+    };
+    if let Some(p) = parent {
+        let before = old.parent.as_ref().map(|o| o.image.as_str());
+        if before != Some(p.image.as_str()) {
+            return format!("parent {} changed", p.name);
+        }
+    }
+    if !scan_inventory(index, None, &Inventory::of_lock(policy, old))
+        .findings
+        .is_empty()
+    {
+        return "package updates in the archive".into();
+    }
+    "the template or the policy changed, or a rebuild was forced".into()
+}
+
 /// Whether the lock already describes what a build would make now: tests passed, the policy's
 /// packages are at the versions apt would pick, nothing installed has a candidate the policy
 /// cares about, and the committed Dockerfile is what the template renders.
@@ -301,7 +373,17 @@ fn is_current(
     {
         return false;
     }
-    let rendered = render::render_dockerfile(repo, policy, &render::base_reference(base), pinned);
+    // A child is current only on its parent's current image.
+    let from = match &policy.from {
+        Some(parent) => match Lock::read(&lock::path_for(repo, parent)) {
+            Ok(l) if l.image.is_some() && old.parent.is_some() => {
+                l.image.map(|i| i.id).unwrap_or_default()
+            }
+            _ => return false,
+        },
+        None => render::base_reference(base),
+    };
+    let rendered = render::render_dockerfile(repo, policy, &from, pinned);
     let on_disk = std::fs::read_to_string(render::dockerfile_path(repo, &policy.name));
     matches!((rendered, on_disk), (Ok(a), Ok(b)) if a == b)
 }
@@ -323,16 +405,36 @@ async fn build_one(
     let pinned = render::pinned_from_index(policy, &rel.index)
         .with_context(|| format!("image {name}: resolving package versions"))?;
     if !plan.force {
-        if let Some(old) = old {
-            if is_current(&plan.repo, policy, &rel.index, &old, &pinned) {
-                return Ok(Built::Current(old));
+        if let Some(old) = &old {
+            if is_current(&plan.repo, policy, &rel.index, old, &pinned) {
+                return Ok(Built::Current(old.clone()));
             }
         }
     }
     let epoch = archive_epoch(&rel.index)?;
-    let base = match &rel.base {
-        Some(b) => b.clone(),
-        None => {
+    // A `from:` policy builds on its parent's locked image (built first in this run when it
+    // changed) instead of the Debian base.
+    let parent = match &policy.from {
+        Some(parent) => Some(parent_image(plan, docker, name, parent).await?),
+        None => None,
+    };
+    let base = match (&parent, &rel.base) {
+        (Some((_, parent_lock)), _) => BaseImage {
+            id: parent_lock
+                .image
+                .as_ref()
+                .map(|i| i.id.clone())
+                .unwrap_or_default(),
+            rootfs_sha256: parent_lock
+                .base
+                .as_ref()
+                .map(|b| b.rootfs_sha256.clone())
+                .unwrap_or_default(),
+            suite: policy.suite.clone(),
+            arch: policy.architecture.clone(),
+        },
+        (None, Some(b)) => b.clone(),
+        (None, None) => {
             let _stage = progress.stage(
                 name,
                 &format!(
@@ -354,17 +456,26 @@ async fn build_one(
             b
         }
     };
-    let lock_base = Base {
-        rootfs_sha256: base.rootfs_sha256.clone(),
-        id: base.id.clone(),
+    // The Debian base under the image (a child's is its parent's), and what FROM names.
+    let (lock_base, from) = match &parent {
+        Some((p, parent_lock)) => (
+            parent_lock
+                .base
+                .clone()
+                .ok_or_else(|| anyhow!("image {name}: the lock of {} has no base", p.name))?,
+            p.image.clone(),
+        ),
+        None => {
+            let b = Base {
+                rootfs_sha256: base.rootfs_sha256.clone(),
+                id: base.id.clone(),
+            };
+            let from = render::base_reference(&b);
+            (b, from)
+        }
     };
-    let dockerfile = render::render_dockerfile(
-        &plan.repo,
-        policy,
-        &render::base_reference(&lock_base),
-        &pinned,
-    )
-    .with_context(|| format!("image {name}: render stage"))?;
+    let dockerfile = render::render_dockerfile(&plan.repo, policy, &from, &pinned)
+        .with_context(|| format!("image {name}: render stage"))?;
     let created = chrono::DateTime::from_timestamp(epoch, 0)
         .map(|d| d.to_rfc3339())
         .unwrap_or_default();
@@ -388,6 +499,19 @@ async fn build_one(
         labels.insert("org.opencontainers.image.revision".to_string(), rev);
     }
     labels.insert("dev.rebake.policy".to_string(), name.clone());
+    let reason = build_reason(
+        old.as_ref(),
+        parent.as_ref().map(|(p, _)| p),
+        &rel.index,
+        policy,
+    );
+    labels.insert("dev.rebake.reason".to_string(), reason.clone());
+    if let Some((p, _)) = &parent {
+        labels.insert(
+            "dev.rebake.parent".to_string(),
+            format!("{} {}", p.name, p.digest.as_deref().unwrap_or(&p.image)),
+        );
+    }
     // What the image was made from: the rendered Dockerfile and the verified archive state.
     let inputs = format!(
         "{dockerfile}\n{}",
@@ -454,6 +578,8 @@ async fn build_one(
         architecture: policy.architecture.clone(),
         archive,
         base: Some(lock_base),
+        parent: parent.map(|(p, _)| p),
+        reason: Some(reason),
         packages: installed,
         image: Some(ImageRef {
             id: image_id,

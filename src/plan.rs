@@ -708,6 +708,8 @@ mod tests {
             architecture: "amd64".into(),
             archive: Vec::new(),
             base: None,
+            parent: None,
+            reason: None,
             packages,
             image: None,
             tests: None,

@@ -446,11 +446,18 @@ async fn propose_unit<F: Forge>(
     first_seen: &mut crate::cooldown::FirstSeen,
 ) -> anyhow::Result<Vec<ProposeResult>> {
     let branch = unit.branch.as_str();
-    let (current, pending): (Vec<&Policy>, Vec<&Policy>) = unit
-        .members
-        .iter()
-        .copied()
-        .partition(|p| builder.is_current(scratch, p));
+    // Members come parents first: a child whose parent is rebuilt is rebuilt on it.
+    let mut rebuilt: BTreeSet<&str> = BTreeSet::new();
+    let (mut current, mut pending): (Vec<&Policy>, Vec<&Policy>) = (Vec::new(), Vec::new());
+    for p in unit.members.iter().copied() {
+        let parent_rebuilt = p.from.as_deref().is_some_and(|f| rebuilt.contains(f));
+        if parent_rebuilt || !builder.is_current(scratch, p) {
+            rebuilt.insert(&p.name);
+            pending.push(p);
+        } else {
+            current.push(p);
+        }
+    }
     // Updates still in their cooldown wait (an open proposal is left as it is).
     let now = chrono::Utc::now();
     let mut held_rows = Vec::new();

@@ -411,6 +411,26 @@ async fn backup_before_deploy(
 
 /// Deploys every image (or the named ones, or those of `run.group`) whose lock at the commit
 /// names a digest that differs from what runs on its targets.
+/// A `from:` image is deployed only beside the parent it was tested with: its lock names the
+/// SHA256 of the parent's lock it was built on, which must be the parent's lock at this commit.
+fn untested_parent(tree: &Path, lock: &Lock) -> Option<String> {
+    let parent = lock.parent.as_ref()?;
+    let path = lock::path_for(tree, &parent.name);
+    let now = std::fs::read(&path)
+        .map(|bytes| crate::state::sha256_hex(&bytes))
+        .unwrap_or_else(|_| "(no lock)".into());
+    (now != parent.lock_sha256).then(|| {
+        format!(
+            "built and tested on {}'s lock {}, but {}'s lock at this commit is {}: the image was \
+             not tested with this parent (rebake propose rebuilds the tree)",
+            parent.name,
+            &parent.lock_sha256[..parent.lock_sha256.len().min(12)],
+            parent.name,
+            &now[..now.len().min(12)]
+        )
+    })
+}
+
 pub async fn deploy_commit<F: Forge>(
     run: &DeployRun,
     forge: &F,
@@ -518,6 +538,9 @@ pub async fn deploy_commit<F: Forge>(
                     p.name, commit
                 ));
             }
+        }
+        if r.refused.is_none() {
+            r.refused = untested_parent(scratch.path(), &lock);
         }
         if r.refused.is_none() {
             r.refused = refusal(&docker, forge, run.registry.as_ref(), &lock, &provenance).await?;

@@ -254,6 +254,8 @@ mod tests {
             architecture: "amd64".into(),
             archive: Vec::new(),
             base: None,
+            parent: None,
+            reason: None,
             packages: Vec::new(),
             image: None,
             tests: None,

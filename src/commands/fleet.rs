@@ -90,21 +90,69 @@ pub fn status(ctx: &Context, req: StatusRequest) -> Result<u8> {
     Ok(0)
 }
 
+/// `rebake dashboard`: writes `rebake status`'s table into the forge's dashboard issue (opened
+/// once, edited in place, closed when the repository has no policies).
+pub fn dashboard(ctx: &Context, req: StatusRequest) -> Result<u8> {
+    let outcome = runtime()?.block_on(async {
+        let config = ctx.load_config()?;
+        let state_dir = ctx.state_dir(&config);
+        let c = connect_forge(ctx, &config, &state_dir).await?;
+        dashboard_on(ctx, &c, &config, &state_dir, &req).await
+    })?;
+    match req.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
+        OutputFormat::Human => println!("{}", outcome.describe()),
+    }
+    Ok(0)
+}
+
+/// The dashboard issue brought up to date over an open connection (`rebake serve` calls this
+/// after each scheduled scan).
+pub async fn dashboard_on(
+    ctx: &Context,
+    c: &Connection,
+    config: &Config,
+    state_dir: &Path,
+    req: &StatusRequest,
+) -> Result<crate::dashboard::Outcome> {
+    use crate::forge::Forge;
+    if !c.forge.has_issues() {
+        return Ok(crate::dashboard::Outcome::NoIssues);
+    }
+    let rows = status_on(ctx, c, config, state_dir, req).await?;
+    Ok(crate::dashboard::update(&c.forge, &rows).await?)
+}
+
 /// Every image's state at the default branch's head.
 pub async fn status_async(ctx: &Context, req: &StatusRequest) -> Result<Vec<ImageStatus>> {
-    use crate::forge::Forge;
     let config = ctx.load_config()?;
     let state_dir = ctx.state_dir(&config);
     let c = connect_forge(ctx, &config, &state_dir).await?;
-    let scratch = export_default_branch(&c, true).await?;
+    status_on(ctx, &c, &config, &state_dir, req).await
+}
+
+/// [`status_async`] over an open connection.
+pub async fn status_on(
+    _ctx: &Context,
+    c: &Connection,
+    config: &Config,
+    state_dir: &Path,
+    req: &StatusRequest,
+) -> Result<Vec<ImageStatus>> {
+    use crate::forge::Forge;
+    let scratch = export_default_branch(c, true).await?;
+    // The last policy removed takes the directory with it (git keeps no empty directories).
+    if !scratch.path().join("policies").is_dir() && req.images.is_empty() {
+        return Ok(Vec::new());
+    }
     let policies = crate::repo::policies(scratch.path(), &req.images)?;
     let inventories = inventories_from_repo(scratch.path(), &req.images)?;
-    let entries = load_sources(req.sources.as_deref(), &config)?;
-    let fetcher = Fetcher::new(&state_dir, Progress::auto(false))?;
-    let tracker = tracker_from(&config, None, &[], &state_dir).await?;
+    let entries = load_sources(req.sources.as_deref(), config)?;
+    let fetcher = Fetcher::new(state_dir, Progress::auto(false))?;
+    let tracker = tracker_from(config, None, &[], state_dir).await?;
     let report = plan::scan(&fetcher, &entries, tracker.as_ref(), &inventories).await?;
-    let mut first_seen = crate::cooldown::FirstSeen::load(&state_dir)?;
-    let log = read_log(&state_dir)?;
+    let mut first_seen = crate::cooldown::FirstSeen::load(state_dir)?;
+    let log = read_log(state_dir)?;
     let repository = crate::git::redact_url(&c.remote_url);
     let mut rows = Vec::new();
     for p in &policies {
@@ -284,30 +332,32 @@ fn short(image_ref: &str) -> String {
     }
 }
 
-/// The human table.
-fn render(rows: &[ImageStatus]) -> String {
-    let mut table = vec![vec![
-        "IMAGE".to_string(),
-        "LOCKED".into(),
-        "PENDING".into(),
-        "PROPOSAL".into(),
-        "DEPLOYED".into(),
-        "JOB FAILURES".into(),
-        "LAST ERROR".into(),
-    ]];
-    for r in rows {
-        let pending = match (&r.pending.held_until, r.pending.sources) {
+/// The columns of the fleet table (terminal and dashboard issue).
+pub const COLUMNS: [&str; 7] = [
+    "IMAGE",
+    "LOCKED",
+    "PENDING",
+    "PROPOSAL",
+    "DEPLOYED",
+    "JOB FAILURES",
+    "LAST ERROR",
+];
+
+impl ImageStatus {
+    /// This image's row of the fleet table, one cell per [`COLUMNS`].
+    pub fn cells(&self) -> Vec<String> {
+        let pending = match (&self.pending.held_until, self.pending.sources) {
             (_, 0) => "current".to_string(),
             (Some(until), n) => format!("{n} held until {until}"),
             (None, n) => format!(
                 "{n} ({} security, {} CVEs)",
-                r.pending.security, r.pending.cves
+                self.pending.security, self.pending.cves
             ),
         };
-        let deployed = if r.targets.is_empty() {
+        let deployed = if self.targets.is_empty() {
             "-".to_string()
         } else {
-            r.targets
+            self.targets
                 .iter()
                 .map(|t| {
                     format!(
@@ -320,25 +370,33 @@ fn render(rows: &[ImageStatus]) -> String {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        table.push(vec![
-            r.image.clone(),
-            r.locked
-                .as_deref()
-                .map(short)
-                .unwrap_or_else(|| "not built".into()),
+        let locked = match (&self.locked, self.tests_passed) {
+            (None, _) => "not built".to_string(),
+            (Some(l), Some(false)) => format!("{} (tests failed)", short(l)),
+            (Some(l), _) => short(l),
+        };
+        vec![
+            self.image.clone(),
+            locked,
             pending,
-            r.proposal
+            self.proposal
                 .as_ref()
                 .map(|p| p.url.clone())
                 .unwrap_or_else(|| "-".into()),
             deployed,
-            jobs_cell(&r.jobs),
-            r.last_error
+            jobs_cell(&self.jobs),
+            self.last_error
                 .as_ref()
                 .map(|e| format!("{} {}", e.time, e.message))
                 .unwrap_or_else(|| "-".into()),
-        ]);
+        ]
     }
+}
+
+/// The human table.
+fn render(rows: &[ImageStatus]) -> String {
+    let mut table = vec![COLUMNS.iter().map(|c| c.to_string()).collect()];
+    table.extend(rows.iter().map(ImageStatus::cells));
     crate::output::table(&table)
 }
 

@@ -32,7 +32,7 @@ pub use check::check;
 pub use connect::{connect_forge, Connection};
 use deploy::deploy_on;
 pub use deploy::{deploy, deploy_async, DeployRequest};
-pub use fleet::{status, StatusRequest};
+pub use fleet::{dashboard, dashboard_on, status, StatusRequest};
 pub use job::{job_run, JobRunRequest};
 use propose::propose_on;
 pub use propose::{propose, propose_async, ProposeRequest};

@@ -74,6 +74,16 @@ impl crate::server::Jobs for ServiceJobs {
                 None
             }
         };
+        // The dashboard issue (GitHub, Gitea) shows the fleet after this run.
+        let every_image = StatusRequest {
+            images: Vec::new(),
+            sources: None,
+            format: OutputFormat::Human,
+        };
+        match super::dashboard_on(&self.ctx, &c, &config, &state_dir, &every_image).await {
+            Ok(outcome) => tracing::info!("{}", outcome.describe()),
+            Err(e) => tracing::warn!("cannot update the dashboard issue: {e:#}"),
+        }
         let changed = |a: &Action| matches!(a, Action::Opened | Action::Updated | Action::Merged);
         Ok(crate::server::ScanSummary {
             running,

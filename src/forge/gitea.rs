@@ -614,6 +614,73 @@ impl Forge for Gitea {
             _ => MergeOutcome::NotMerged("Gitea accepted the merge but did not merge".into()),
         })
     }
+
+    fn has_issues(&self) -> bool {
+        true
+    }
+
+    async fn issues_labelled(&self, label: &str) -> ForgeResult<Vec<super::Issue>> {
+        let query = [("state", "all"), ("type", "issues"), ("labels", label)];
+        let mut issues: Vec<GIssue> = self.paged(&["issues"], &query, |_| false).await?;
+        // Gitea lists newest first.
+        issues.sort_by_key(|i| i.number);
+        Ok(issues
+            .into_iter()
+            .filter(|i| i.pull_request.is_none())
+            .map(super::Issue::from)
+            .collect())
+    }
+
+    async fn create_issue(
+        &self,
+        title: &str,
+        body: &str,
+        labels: &[String],
+    ) -> ForgeResult<super::Issue> {
+        let labels = self.label_ids(labels).await?;
+        let body = json!({ "title": title, "body": body, "labels": labels });
+        let (_, issue): (_, GIssue) = self
+            .call_json(Method::POST, self.repo_url(&["issues"]), Some(&body))
+            .await?;
+        Ok(issue.into())
+    }
+
+    async fn edit_issue(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+        open: bool,
+    ) -> ForgeResult<()> {
+        let url = self.repo_url(&["issues", &number.to_string()]);
+        let state = if open { "open" } else { "closed" };
+        let body = json!({ "title": title, "body": body, "state": state });
+        self.call(Method::PATCH, url, Some(&body)).await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct GIssue {
+    number: u64,
+    html_url: Option<String>,
+    title: Option<String>,
+    body: Option<String>,
+    state: Option<String>,
+    /// Set when the issue is a pull request.
+    pull_request: Option<Value>,
+}
+
+impl From<GIssue> for super::Issue {
+    fn from(i: GIssue) -> super::Issue {
+        super::Issue {
+            number: i.number,
+            url: i.html_url.unwrap_or_default(),
+            title: i.title.unwrap_or_default(),
+            body: i.body.unwrap_or_default(),
+            open: i.state.as_deref() != Some("closed"),
+        }
+    }
 }
 
 // Gitea's JSON, only the fields rebake reads. Go's nil pointers arrive as null, so everything

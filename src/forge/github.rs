@@ -23,7 +23,7 @@ const FORGE: &str = "GitHub";
 
 /// What a token needs, named in [`ForgeError::Unauthorized`].
 pub const PERMISSION: &str = "a token with `repo` scope (classic) or fine-grained Pull requests: \
-write, Contents: write, Commit statuses: write; a GitHub App needs the same permissions";
+write, Contents: write, Commit statuses: write, Issues: write (the dashboard); a GitHub App needs the same permissions";
 
 /// GitHub's limit on a commit status description.
 const MAX_STATUS_DESCRIPTION: usize = 140;
@@ -137,6 +137,33 @@ struct ReviewJson {
 #[derive(Deserialize)]
 struct UserJson {
     login: String,
+}
+
+#[derive(Deserialize)]
+struct IssueJson {
+    number: u64,
+    #[serde(default)]
+    html_url: Option<String>,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    body: Option<String>,
+    state: String,
+    /// Present when the "issue" is a pull request (the issues API lists both).
+    #[serde(default)]
+    pull_request: Option<Value>,
+}
+
+impl From<IssueJson> for super::Issue {
+    fn from(i: IssueJson) -> super::Issue {
+        super::Issue {
+            number: i.number,
+            url: i.html_url.unwrap_or_default(),
+            title: i.title,
+            body: i.body.unwrap_or_default(),
+            open: i.state == "open",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -560,6 +587,55 @@ impl Forge for GitHub {
             }
             Err(e) => super::refused_merge(FORGE, e),
         }
+    }
+
+    fn has_issues(&self) -> bool {
+        true
+    }
+
+    async fn issues_labelled(&self, label: &str) -> ForgeResult<Vec<super::Issue>> {
+        let path = self.repo_path(&format!(
+            "/issues?labels={}&state=all&sort=created&direction=asc&per_page=100",
+            encode(label, true)
+        ));
+        let v = self.call(Method::Get, &path, None, "issues").await?;
+        let issues: Vec<IssueJson> = self.parse(v, "the list of issues")?;
+        Ok(issues
+            .into_iter()
+            .filter(|i| i.pull_request.is_none())
+            .map(super::Issue::from)
+            .collect())
+    }
+
+    async fn create_issue(
+        &self,
+        title: &str,
+        body: &str,
+        labels: &[String],
+    ) -> ForgeResult<super::Issue> {
+        // GitHub creates a label the repository lacks the first time an issue gets it.
+        let body = json!({ "title": title, "body": body, "labels": labels });
+        let path = self.repo_path("/issues");
+        let v = self
+            .call(Method::Post, &path, Some(body), "the repository")
+            .await?;
+        let issue: IssueJson = self.parse(v, "the new issue")?;
+        Ok(issue.into())
+    }
+
+    async fn edit_issue(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+        open: bool,
+    ) -> ForgeResult<()> {
+        let path = self.repo_path(&format!("/issues/{number}"));
+        let state = if open { "open" } else { "closed" };
+        let body = json!({ "title": title, "body": body, "state": state });
+        let what = format!("issue #{number}");
+        self.call(Method::Patch, &path, Some(body), &what).await?;
+        Ok(())
     }
 }
 

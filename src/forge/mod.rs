@@ -53,6 +53,16 @@ pub struct NewProposal {
     pub assignees: Vec<String>,
 }
 
+/// An issue (not a pull request) rebake keeps up to date: the fleet dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Issue {
+    pub number: u64,
+    pub url: String,
+    pub title: String,
+    pub body: String,
+    pub open: bool,
+}
+
 /// A commit status (GitHub/Gitea `statuses` API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -282,6 +292,44 @@ pub trait Forge: Send + Sync {
         let _ = proposal;
         async { Ok(false) }
     }
+    /// Whether the forge keeps issues (plain git does not: `rebake status` is its fleet view).
+    fn has_issues(&self) -> bool {
+        false
+    }
+    /// Every issue (open or closed, never a pull request) carrying `label`, oldest first.
+    fn issues_labelled(&self, label: &str) -> impl Future<Output = ForgeResult<Vec<Issue>>> + Send {
+        let _ = label;
+        async { Ok(Vec::new()) }
+    }
+    /// Opens an issue with `labels` (created when the repository lacks them).
+    fn create_issue(
+        &self,
+        title: &str,
+        body: &str,
+        labels: &[String],
+    ) -> impl Future<Output = ForgeResult<Issue>> + Send {
+        let _ = (title, body, labels);
+        async move { Err(self.no_issues()) }
+    }
+    /// Rewrites an issue's title and body, and opens or closes it.
+    fn edit_issue(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+        open: bool,
+    ) -> impl Future<Output = ForgeResult<()>> + Send {
+        let _ = (number, title, body, open);
+        async move { Err(self.no_issues()) }
+    }
+    /// The error of an issue operation on a forge without issues.
+    fn no_issues(&self) -> ForgeError {
+        ForgeError::Invalid {
+            forge: self.name().to_string(),
+            status: 0,
+            message: "this forge keeps no issues; `rebake status` shows the fleet".into(),
+        }
+    }
     /// Says why, then closes. (Plain git: logs the note and deletes the branch, leased.)
     fn close_with_comment(
         &self,
@@ -370,5 +418,23 @@ impl Forge for AnyForge {
     }
     async fn cancel_scheduled_merge(&self, proposal: &Proposal) -> ForgeResult<bool> {
         each_forge!(self, f => f.cancel_scheduled_merge(proposal).await)
+    }
+    fn has_issues(&self) -> bool {
+        each_forge!(self, f => f.has_issues())
+    }
+    async fn issues_labelled(&self, label: &str) -> ForgeResult<Vec<Issue>> {
+        each_forge!(self, f => f.issues_labelled(label).await)
+    }
+    async fn create_issue(&self, title: &str, body: &str, labels: &[String]) -> ForgeResult<Issue> {
+        each_forge!(self, f => f.create_issue(title, body, labels).await)
+    }
+    async fn edit_issue(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+        open: bool,
+    ) -> ForgeResult<()> {
+        each_forge!(self, f => f.edit_issue(number, title, body, open).await)
     }
 }

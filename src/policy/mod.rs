@@ -70,6 +70,8 @@ pub struct RawPolicy {
     pub user: Option<ScalarString>,
     pub schedule: Option<String>,
     pub jobs: Option<Vec<RawJob>>,
+    /// Another policy's image to build on instead of the Debian base.
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,10 @@ pub struct Policy {
     /// Commands run against the deployed image on a schedule or by `rebake job run`:
     /// maintenance, backups and restore checks.
     pub jobs: Vec<Job>,
+    /// `from:`: the policy whose locked image this one builds on (its template's
+    /// `{{base_image}}`), instead of the Debian base. Parents come before children in every
+    /// list of policies rebake loads.
+    pub from: Option<String>,
 }
 
 /// Which archive updates trigger a rebuild. Security updates (an update carrying a security
@@ -261,7 +267,8 @@ impl Default for Review {
 // Loading
 // ---------------------------------------------------------------------------------------------
 
-/// Loads and validates every `policies/*.yaml` of a repository, sorted by name, including the
+/// Loads and validates every `policies/*.yaml` of a repository, sorted by name (a parent of
+/// `from:` before its children), including the
 /// checks that need the repository (templates and manifests exist, no two policies deploy to
 /// the same container). Diagnostics name files relative to `repo_dir`.
 pub fn load_policies(repo_dir: &Path) -> Result<Vec<Policy>, Vec<Diagnostic>> {
@@ -324,6 +331,8 @@ pub(crate) fn load_policies_partially(repo_dir: &Path) -> (Vec<Policy>, Vec<Diag
     diagnostics.extend(check_deploy_conflicts(repo_dir, &policies));
     diagnostics.extend(check_group_branches(&policies));
     policies.sort_by(|a, b| a.name.cmp(&b.name));
+    let (policies, mut tree_problems) = parents_first(repo_dir, policies);
+    diagnostics.append(&mut tree_problems);
     (policies, diagnostics)
 }
 
@@ -664,6 +673,22 @@ fn validate_policy(
         raw.jobs.unwrap_or_default(),
         &deploy,
     );
+    let from = raw.from.filter(|parent| {
+        let ok = parent != name && is_valid_image_name(parent);
+        if !ok {
+            d.error(
+                &root.key("from"),
+                if parent == name {
+                    format!("'{parent}' is this policy's own image")
+                } else {
+                    format!("'{parent}' is not an image name")
+                },
+                "write the name of another policy (its file name without .yaml), like \
+                 'from: company-base'",
+            );
+        }
+        ok
+    });
 
     d.into_result(Policy {
         name: name.to_string(),
@@ -680,6 +705,7 @@ fn validate_policy(
         user,
         schedule,
         jobs,
+        from,
     })
 }
 
@@ -990,6 +1016,144 @@ fn check_deploy_conflicts(repo_dir: &Path, policies: &[Policy]) -> Vec<Diagnosti
         }
     }
     diagnostics
+}
+
+/// `policies` (sorted by name) with every parent before its children, and the problems of
+/// `from:` that no single file shows: an unknown parent, a cycle, a parent of another release
+/// or architecture, a child in another review group than its tree. A policy with a problem is
+/// left out, and so are its descendants.
+fn parents_first(repo_dir: &Path, policies: Vec<Policy>) -> (Vec<Policy>, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let mut problem = |p: &Policy, message: String, help: &str| {
+        let source = std::fs::read_to_string(repo_dir.join(&p.file)).unwrap_or_default();
+        let mut d = Diagnostics::new(&p.file, &source);
+        d.error(&FieldPath::root().key("from"), message, help);
+        diagnostics.append(&mut d.list);
+    };
+    let by_name: BTreeMap<&str, &Policy> = policies.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut bad: BTreeSet<String> = BTreeSet::new();
+    for p in &policies {
+        let Some(parent_name) = &p.from else { continue };
+        let Some(parent) = by_name.get(parent_name.as_str()) else {
+            let known: Vec<&str> = by_name.keys().copied().collect();
+            problem(
+                p,
+                format!("there is no policy for the image '{parent_name}'"),
+                &format!("name one of: {}", known.join(", ")),
+            );
+            bad.insert(p.name.clone());
+            continue;
+        };
+        // A cycle: following `from:` comes back here.
+        let mut seen = vec![p.name.as_str()];
+        let mut at = Some(*parent);
+        while let Some(q) = at {
+            if seen.contains(&q.name.as_str()) {
+                seen.push(q.name.as_str());
+                problem(
+                    p,
+                    format!(
+                        "the images build on each other in a cycle: {}",
+                        seen.join(" → ")
+                    ),
+                    "one image of the cycle must build on the Debian base (remove its from:)",
+                );
+                bad.insert(p.name.clone());
+                break;
+            }
+            seen.push(q.name.as_str());
+            at = q.from.as_deref().and_then(|n| by_name.get(n).copied());
+        }
+        if (parent.suite.as_str(), parent.architecture.as_str())
+            != (p.suite.as_str(), p.architecture.as_str())
+        {
+            problem(
+                p,
+                format!(
+                    "'{parent_name}' is built for {}/{}, this image for {}/{}",
+                    parent.suite, parent.architecture, p.suite, p.architecture
+                ),
+                "give the image the suite and architecture of the image it builds on",
+            );
+            bad.insert(p.name.clone());
+        }
+    }
+    // A tree is proposed as one review group: a child cannot be in another group.
+    for p in &policies {
+        if bad.contains(&p.name) {
+            continue;
+        }
+        let root = tree_root(&by_name, p);
+        if let (Some(mine), Some(theirs)) = (&p.review.group, &root.review.group) {
+            if mine != theirs {
+                problem(
+                    p,
+                    format!(
+                        "this image builds on '{}' (group '{theirs}') but is in group '{mine}'",
+                        root.name
+                    ),
+                    "an image tree is proposed as one group: give every image of the tree the \
+                     same review.group, or none",
+                );
+                bad.insert(p.name.clone());
+            }
+        }
+    }
+    // An image tree is proposed as one review group: the root's, else `tree-<root>`.
+    let tree_group: BTreeMap<String, String> = policies
+        .iter()
+        .filter(|p| !bad.contains(&p.name))
+        .filter(|p| p.from.is_some() || policies.iter().any(|c| c.from.as_ref() == Some(&p.name)))
+        .map(|p| {
+            let root = tree_root(&by_name, p);
+            let group = root
+                .review
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("tree-{}", root.name.replace('_', "-")));
+            (p.name.clone(), group)
+        })
+        .collect();
+    let policies: Vec<Policy> = policies
+        .into_iter()
+        .map(|mut p| {
+            if let Some(g) = tree_group.get(&p.name) {
+                p.review.group = Some(g.clone());
+            }
+            p
+        })
+        .collect();
+    // Round by round, each taking the policies whose parent is placed: parents first.
+    let mut ordered: Vec<Policy> = Vec::new();
+    let mut placed: BTreeSet<String> = BTreeSet::new();
+    let mut remaining = policies;
+    loop {
+        let before = remaining.len();
+        let (ready, rest): (Vec<Policy>, Vec<Policy>) = remaining.into_iter().partition(|p| {
+            !bad.contains(&p.name) && p.from.as_ref().is_none_or(|parent| placed.contains(parent))
+        });
+        for p in ready {
+            placed.insert(p.name.clone());
+            ordered.push(p);
+        }
+        remaining = rest;
+        if remaining.len() == before {
+            break;
+        }
+    }
+    (ordered, diagnostics)
+}
+
+/// The top of `p`'s tree (itself when it builds on the Debian base).
+fn tree_root<'a>(by_name: &BTreeMap<&str, &'a Policy>, p: &'a Policy) -> &'a Policy {
+    let mut at = p;
+    for _ in 0..by_name.len() {
+        match at.from.as_deref().and_then(|n| by_name.get(n)) {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    at
 }
 
 /// An image named `group` cannot coexist with review groups: its branch `rebake/group` and the

@@ -46,6 +46,15 @@ pub fn base_reference(lock_base: &Base) -> String {
     lock_base.id.clone()
 }
 
+/// What the `FROM` line of the image a lock records used: the parent's image id for a
+/// `from:` policy, else the Debian base's.
+pub fn from_reference(lock: &Lock) -> Option<String> {
+    match &lock.parent {
+        Some(parent) => Some(parent.image.clone()),
+        None => lock.base.as_ref().map(base_reference),
+    }
+}
+
 /// Whether `s` may follow `FROM`: `^[a-z0-9][a-z0-9._/:@-]*$` (no spaces, no shell, no
 /// upper case, no variables).
 pub fn is_valid_base_image(s: &str) -> bool {
@@ -440,7 +449,7 @@ pub fn render_repo(repo: &Path, images: &[String], check: bool) -> Result<Vec<Re
         }
         let lock = Lock::read(&lock_path)
             .with_context(|| format!("image '{}': cannot render", policy.name))?;
-        let Some(base) = &lock.base else {
+        let Some(base_image) = from_reference(&lock) else {
             outcomes.push(skipped(format!(
                 "{} records no base image: run `{}`",
                 shown_lock.display(),
@@ -448,7 +457,6 @@ pub fn render_repo(repo: &Path, images: &[String], check: bool) -> Result<Vec<Re
             )));
             continue;
         };
-        let base_image = base_reference(base);
         if !crate::image_ref::is_canonical_image_id(&base_image) {
             bail!(
                 "image '{}': {}: base id '{}' is not an image id (sha256:<64 hex>); run \
@@ -714,6 +722,7 @@ mod tests {
             user: None,
             schedule: None,
             jobs: vec![],
+            from: None,
         };
         let out = with_banner("# syntax=docker/dockerfile:1\nFROM x", &policy);
         assert_eq!(

@@ -51,6 +51,7 @@ fn policy(tests: Vec<ImageTest>) -> Policy {
         user: None,
         schedule: None,
         jobs: Vec::new(),
+        from: None,
     }
 }
 

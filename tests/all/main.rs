@@ -1,5 +1,6 @@
 mod automerge;
 mod check;
+mod dashboard;
 
 mod build;
 mod debian_semantics;
@@ -25,3 +26,4 @@ mod serve_e2e;
 mod server;
 mod support;
 mod support_selftest;
+mod trees;

@@ -73,6 +73,8 @@ fn lock_for(image: &str, pkg: &str, version: &str) -> Lock {
             rootfs_sha256: "ab".repeat(32),
             id: BASE_ID.into(),
         }),
+        parent: None,
+        reason: None,
         packages: vec![
             package("base-files", "13.8+deb13u1", "amd64"),
             package(pkg, version, "amd64"),

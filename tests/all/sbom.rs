@@ -27,6 +27,8 @@ fn lock_of_this_host(repo: &Path) -> rebake::lock::Lock {
             rootfs_sha256: "b".repeat(64),
             id: format!("sha256:{}", "c".repeat(64)),
         }),
+        parent: None,
+        reason: None,
         packages: rebake::debian::status::parse(&status).unwrap(),
         image: Some(rebake::lock::ImageRef {
             id: format!("sha256:{}", "d".repeat(64)),

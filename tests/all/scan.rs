@@ -843,6 +843,8 @@ fn write_lock(repo: &Path, image: &str, status: &str) -> PathBuf {
         architecture: "amd64".into(),
         archive: vec![],
         base: None,
+        parent: None,
+        reason: None,
         packages: rebake::debian::status::parse(status).unwrap(),
         image: None,
         tests: None,

@@ -44,6 +44,8 @@ pub(super) fn lock_text(id: &str, digest: Option<&str>) -> String {
         architecture: "amd64".into(),
         archive: Vec::new(),
         base: None,
+        parent: None,
+        reason: None,
         packages: Vec::new(),
         image: Some(ImageRef {
             id: id.into(),

@@ -55,6 +55,22 @@ pub struct FakePr {
     pub merged_at: Option<String>,
 }
 
+/// An issue (not a pull request); issues and pull requests share one number sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeIssue {
+    pub id: i64,
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub state: String,
+    /// Label ids.
+    pub labels: Vec<i64>,
+    pub author: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub closed_at: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeLabel {
     pub id: i64,
@@ -97,6 +113,7 @@ pub struct FakeReview {
 }
 
 struct State {
+    issues: Vec<FakeIssue>,
     /// Reviews, oldest first.
     reviews: Vec<FakeReview>,
     /// Pull requests whose merge waits for their checks (`merge_when_checks_succeed`).
@@ -198,6 +215,7 @@ impl FakeGitea {
                 next_number: 1,
                 prs: Vec::new(),
                 labels: Vec::new(),
+                issues: Vec::new(),
                 comments: Vec::new(),
                 statuses: Vec::new(),
                 log: Log::default(),
@@ -272,6 +290,36 @@ impl FakeGitea {
             .filter_map(|id| st.labels.iter().find(|l| l.id == *id))
             .map(|l| l.name.clone())
             .collect()
+    }
+
+    /// The issues (not pull requests), by number.
+    pub fn issues(&self) -> Vec<FakeIssue> {
+        self.state().issues.clone()
+    }
+
+    /// Names of the labels on issue `number`.
+    pub fn issue_label_names(&self, number: u64) -> Vec<String> {
+        let st = self.state();
+        let i = st.issues.iter().find(|i| i.number == number).unwrap();
+        i.labels
+            .iter()
+            .filter_map(|id| st.labels.iter().find(|l| l.id == *id))
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    /// An issue a person opens, with the labels of these ids.
+    pub fn open_issue(&self, author: &str, title: &str, body: &str, labels: &[i64]) -> u64 {
+        let mut st = self.state();
+        new_issue(&mut st, author, title, body, labels.to_vec()).number
+    }
+
+    /// A person closes issue `number`.
+    pub fn close_issue(&self, number: u64) {
+        let mut st = self.state();
+        let issue = st.issues.iter_mut().find(|i| i.number == number).unwrap();
+        issue.state = "closed".into();
+        issue.closed_at = Some(now());
     }
 
     /// The repository's labels.
@@ -394,6 +442,25 @@ impl FakeForge for FakeGitea {
     fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> T {
         f(&mut self.state().log)
     }
+}
+
+fn new_issue(st: &mut State, author: &str, title: &str, body: &str, labels: Vec<i64>) -> FakeIssue {
+    let t = now();
+    let issue = FakeIssue {
+        id: next_id(st),
+        number: st.next_number,
+        title: title.to_string(),
+        body: body.to_string(),
+        state: "open".into(),
+        labels,
+        author: author.to_string(),
+        created_at: t.clone(),
+        updated_at: t,
+        closed_at: None,
+    };
+    st.next_number += 1;
+    st.issues.push(issue.clone());
+    issue
 }
 
 fn next_id(st: &mut State) -> i64 {
@@ -682,6 +749,107 @@ impl Inner {
                 (200, h, v)
             }
             ("POST", "/repos/{owner}/{repo}/pulls") => self.create_pr(st, b),
+            ("GET", "/repos/{owner}/{repo}/issues") => {
+                // Gitea lists pull requests too unless `type=issues`; newest first.
+                let state = q.get("state").map(String::as_str).unwrap_or("open");
+                let kind = q.get("type").map(String::as_str).unwrap_or("");
+                let wanted: Vec<&str> = q
+                    .get("labels")
+                    .map(|l| l.split(',').filter(|l| !l.is_empty()).collect())
+                    .unwrap_or_default();
+                let named = |ids: &[i64]| -> Vec<String> {
+                    ids.iter()
+                        .filter_map(|id| st.labels.iter().find(|l| l.id == *id))
+                        .map(|l| l.name.clone())
+                        .collect()
+                };
+                let keep = |s: &str, ids: &[i64]| {
+                    (state == "all" || s == state)
+                        && wanted.iter().all(|w| named(ids).iter().any(|n| n == w))
+                };
+                let mut items: Vec<(u64, Value)> = Vec::new();
+                if kind != "pulls" {
+                    for i in st.issues.iter().filter(|i| keep(&i.state, &i.labels)) {
+                        items.push((i.number, self.issue_json(st, i, None)));
+                    }
+                }
+                if kind != "issues" {
+                    for p in st.prs.iter().filter(|p| keep(&p.state, &p.labels)) {
+                        let as_issue = FakeIssue {
+                            id: p.id,
+                            number: p.number,
+                            title: p.title.clone(),
+                            body: p.body.clone(),
+                            state: p.state.clone(),
+                            labels: p.labels.clone(),
+                            author: "rebake-bot".into(),
+                            created_at: p.created_at.clone(),
+                            updated_at: p.updated_at.clone(),
+                            closed_at: p.closed_at.clone(),
+                        };
+                        items.push((p.number, self.issue_json(st, &as_issue, Some(p))));
+                    }
+                }
+                items.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+                let (h, v) = paginate(st, q, items.into_iter().map(|(_, v)| v).collect());
+                (200, h, v)
+            }
+            ("POST", "/repos/{owner}/{repo}/issues") => {
+                let title = b.get("title").and_then(Value::as_str).unwrap_or("");
+                if title.is_empty() {
+                    return answer(422, self.error("[Title]: Required"));
+                }
+                let labels: Vec<i64> = b
+                    .get("labels")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_i64)
+                    .collect();
+                if let Some(bad) = labels
+                    .iter()
+                    .find(|id| !st.labels.iter().any(|l| l.id == **id))
+                {
+                    return answer(
+                        422,
+                        self.error(&format!("label does not exist [id: {bad}]")),
+                    );
+                }
+                let body = b.get("body").and_then(Value::as_str).unwrap_or("");
+                let issue = new_issue(st, "rebake-bot", title, body, labels);
+                answer(201, self.issue_json(st, &issue, None))
+            }
+            ("GET", "/repos/{owner}/{repo}/issues/{index}") => {
+                match st.issues.iter().find(|i| Some(i.number) == index) {
+                    Some(i) => answer(200, self.issue_json(st, i, None)),
+                    None => not_found(),
+                }
+            }
+            ("PATCH", "/repos/{owner}/{repo}/issues/{index}") => {
+                let Some(i) = st.issues.iter_mut().find(|i| Some(i.number) == index) else {
+                    return not_found();
+                };
+                if let Some(t) = b.get("title").and_then(Value::as_str) {
+                    i.title = t.to_string();
+                }
+                if let Some(body) = b.get("body").and_then(Value::as_str) {
+                    i.body = body.to_string();
+                }
+                match b.get("state").and_then(Value::as_str) {
+                    Some("closed") if i.state == "open" => {
+                        i.state = "closed".into();
+                        i.closed_at = Some(now());
+                    }
+                    Some("open") if i.state == "closed" => {
+                        i.state = "open".into();
+                        i.closed_at = None;
+                    }
+                    _ => {}
+                }
+                i.updated_at = now();
+                let i = i.clone();
+                answer(201, self.issue_json(st, &i, None))
+            }
             ("GET", "/repos/{owner}/{repo}/pulls/{index}") => {
                 match st.prs.iter().find(|p| Some(p.number) == index) {
                     Some(p) => answer(200, self.pr_json(st, p)),
@@ -1367,6 +1535,65 @@ impl Inner {
             "created_at": s.created_at,
             "updated_at": s.created_at,
         })
+    }
+
+    /// An issue as Gitea's `Issue` definition describes it (`pull`: the pull request it is).
+    fn issue_json(&self, st: &State, i: &FakeIssue, pull: Option<&FakePr>) -> Value {
+        let n = i.number;
+        let labels: Vec<Value> = i
+            .labels
+            .iter()
+            .filter_map(|id| st.labels.iter().find(|l| l.id == *id))
+            .map(|l| self.label_json(l))
+            .collect();
+        let mut v = json!({
+            "id": i.id,
+            "url": self.api_url(&format!("/issues/{n}")),
+            "html_url": self.html_url(&format!("/issues/{n}")),
+            "number": n,
+            "user": self.user_json(&i.author),
+            "original_author": "",
+            "original_author_id": 0,
+            "title": i.title,
+            "body": i.body,
+            "ref": "",
+            "assets": [],
+            "labels": labels,
+            "milestone": null,
+            "assignee": null,
+            "assignees": null,
+            "state": i.state,
+            "is_locked": false,
+            "comments": st.comments.iter().filter(|c| c.issue == n).count(),
+            "created_at": i.created_at,
+            "updated_at": i.updated_at,
+            "closed_at": i.closed_at,
+            "due_date": null,
+            "pull_request": null,
+            "repository": {
+                "id": REPO_ID,
+                "name": self.repo,
+                "owner": self.owner,
+                "full_name": format!("{}/{}", self.owner, self.repo),
+            },
+            "pin_order": 0,
+        });
+        // Swagger 2.0 has no `nullable`: as in pr_json, an absent value is left out.
+        if let Some(fields) = v.as_object_mut() {
+            fields.retain(|_, value| !value.is_null());
+        }
+        if let Some(p) = pull {
+            v["html_url"] = json!(self.html_url(&format!("/pulls/{n}")));
+            v["pull_request"] = json!({
+                "merged": p.merged,
+                "draft": false,
+                "html_url": self.html_url(&format!("/pulls/{n}")),
+            });
+            if let Some(at) = &p.merged_at {
+                v["pull_request"]["merged_at"] = json!(at);
+            }
+        }
+        v
     }
 
     fn pr_json(&self, st: &State, p: &FakePr) -> Value {

@@ -85,8 +85,24 @@ pub struct FakeReview {
     pub submitted_at: String,
 }
 
+/// An issue (not a pull request); issues and pull requests share one number sequence.
+#[derive(Debug, Clone)]
+pub struct FakeIssue {
+    pub id: u64,
+    pub number: u64,
+    pub title: String,
+    pub body: Option<String>,
+    pub state: String,
+    pub labels: Vec<String>,
+    pub author: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub closed_at: Option<String>,
+}
+
 #[derive(Default)]
 struct State {
+    issues: Vec<FakeIssue>,
     /// Reviews, oldest first.
     reviews: Vec<FakeReview>,
     /// Status contexts branch protection requires before a merge (GitHub answers 405).
@@ -133,6 +149,33 @@ fn error_body(message: &str, status: u16) -> Value {
 
 fn answer(status: u16, body: Value) -> Answer {
     (status, Vec::new(), body)
+}
+
+fn new_issue(
+    st: &mut State,
+    author: &str,
+    title: &str,
+    body: Option<String>,
+    labels: Vec<String>,
+) -> FakeIssue {
+    st.next_id += 1;
+    let number = st.next_number;
+    st.next_number += 1;
+    let t = now();
+    let issue = FakeIssue {
+        id: st.next_id,
+        number,
+        title: title.to_string(),
+        body,
+        state: "open".into(),
+        labels,
+        author: author.to_string(),
+        created_at: t.clone(),
+        updated_at: t,
+        closed_at: None,
+    };
+    st.issues.push(issue.clone());
+    issue
 }
 
 impl FakeGitHub {
@@ -213,6 +256,27 @@ impl FakeGitHub {
             .find(|p| p.number == number)
             .cloned()
             .unwrap_or_else(|| panic!("fake GitHub has no PR #{number}"))
+    }
+
+    /// The issues (not pull requests), by number.
+    pub fn issues(&self) -> Vec<FakeIssue> {
+        self.state().issues.clone()
+    }
+
+    /// An issue a person opens.
+    pub fn open_issue(&self, author: &str, title: &str, body: &str, labels: &[&str]) -> u64 {
+        let mut st = self.state();
+        let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        st.labels.extend(labels.iter().cloned());
+        new_issue(&mut st, author, title, Some(body.to_string()), labels).number
+    }
+
+    /// A person closes issue `number`.
+    pub fn close_issue(&self, number: u64) {
+        let mut st = self.state();
+        let issue = st.issues.iter_mut().find(|i| i.number == number).unwrap();
+        issue.state = "closed".into();
+        issue.closed_at = Some(now());
     }
 
     /// Comment bodies on issue/PR `number`, in order.
@@ -776,6 +840,104 @@ impl Inner {
                 );
                 answer(200, v)
             }
+            ("GET", "/repos/{owner}/{repo}/issues") => {
+                // GitHub lists pull requests too (with `pull_request` set).
+                let wanted: Vec<&str> = q
+                    .get("labels")
+                    .map(|l| l.split(',').filter(|l| !l.is_empty()).collect())
+                    .unwrap_or_default();
+                let state = q.get("state").map(String::as_str).unwrap_or("open");
+                let mut items: Vec<(String, Value)> = st
+                    .issues
+                    .iter()
+                    .filter(|i| state == "all" || i.state == state)
+                    .filter(|i| wanted.iter().all(|w| i.labels.iter().any(|l| l == w)))
+                    .map(|i| {
+                        (
+                            i.created_at.clone() + &format!("{:09}", i.number),
+                            self.issue_json(i),
+                        )
+                    })
+                    .chain(
+                        st.prs
+                            .iter()
+                            .filter(|p| state == "all" || p.state == state)
+                            .filter(|p| wanted.iter().all(|w| p.labels.iter().any(|l| l == w)))
+                            .map(|p| {
+                                (
+                                    p.created_at.clone() + &format!("{:09}", p.number),
+                                    self.pr_as_issue_json(p),
+                                )
+                            }),
+                    )
+                    .collect();
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                if q.get("direction").map(String::as_str) != Some("asc") {
+                    items.reverse();
+                }
+                answer(
+                    200,
+                    Value::Array(items.into_iter().map(|(_, v)| v).collect()),
+                )
+            }
+            ("POST", "/repos/{owner}/{repo}/issues") => {
+                let Some(title) = b.get("title").and_then(Value::as_str) else {
+                    return answer(
+                        422,
+                        json!({
+                            "message": "Validation Failed",
+                            "errors": [{ "resource": "Issue", "field": "title", "code": "missing_field" }],
+                            "documentation_url": DOCS,
+                        }),
+                    );
+                };
+                let labels: Vec<String> = b
+                    .get("labels")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| {
+                        l.as_str()
+                            .or_else(|| l.get("name").and_then(Value::as_str))
+                            .map(str::to_string)
+                    })
+                    .collect();
+                st.labels.extend(labels.iter().cloned());
+                let body = b.get("body").and_then(Value::as_str).map(str::to_string);
+                let issue = new_issue(st, "rebake[bot]", title, body, labels);
+                answer(201, self.issue_json(&issue))
+            }
+            ("GET", "/repos/{owner}/{repo}/issues/{issue_number}") => {
+                match st.issues.iter().find(|i| Some(i.number) == number) {
+                    Some(i) => answer(200, self.issue_json(i)),
+                    None => not_found(),
+                }
+            }
+            ("PATCH", "/repos/{owner}/{repo}/issues/{issue_number}") => {
+                let Some(i) = st.issues.iter_mut().find(|i| Some(i.number) == number) else {
+                    return not_found();
+                };
+                if let Some(t) = b.get("title").and_then(Value::as_str) {
+                    i.title = t.to_string();
+                }
+                if let Some(body) = b.get("body").and_then(Value::as_str) {
+                    i.body = Some(body.to_string());
+                }
+                match b.get("state").and_then(Value::as_str) {
+                    Some("closed") if i.state == "open" => {
+                        i.state = "closed".into();
+                        i.closed_at = Some(now());
+                    }
+                    Some("open") if i.state == "closed" => {
+                        i.state = "open".into();
+                        i.closed_at = None;
+                    }
+                    _ => {}
+                }
+                i.updated_at = now();
+                let i = i.clone();
+                answer(200, self.issue_json(&i))
+            }
             _ => {
                 st.log.violations.push(format!(
                     "fake GitHub does not implement {method} {template} (add it to the fake)"
@@ -1165,6 +1327,68 @@ impl Inner {
             fields["creator"] = self.user_json("rebake[bot]");
         }
         merge(&mut v, fields);
+        v
+    }
+
+    /// An issue as GitHub's `issue` schema describes it.
+    fn issue_json(&self, i: &FakeIssue) -> Value {
+        let mut v = self.skeleton("issue");
+        let n = i.number;
+        merge(
+            &mut v,
+            json!({
+                "id": i.id,
+                "node_id": format!("I_{}", i.id),
+                "number": n,
+                "state": i.state,
+                "title": i.title,
+                "body": i.body,
+                "user": self.user_json(&i.author),
+                "labels": self.labels_json(&i.labels),
+                "assignee": null,
+                "assignees": [],
+                "milestone": null,
+                "locked": false,
+                "comments": 0,
+                "url": self.api_url(&format!("/issues/{n}")),
+                "repository_url": self.api_url(""),
+                "labels_url": self.api_url(&format!("/issues/{n}/labels{{/name}}")),
+                "comments_url": self.api_url(&format!("/issues/{n}/comments")),
+                "events_url": self.api_url(&format!("/issues/{n}/events")),
+                "html_url": self.html_url(&format!("/issues/{n}")),
+                "created_at": i.created_at,
+                "updated_at": i.updated_at,
+                "closed_at": i.closed_at,
+                "author_association": "NONE",
+            }),
+        );
+        v
+    }
+
+    /// A pull request as the issues API lists it.
+    fn pr_as_issue_json(&self, p: &FakePr) -> Value {
+        let issue = FakeIssue {
+            id: p.id,
+            number: p.number,
+            title: p.title.clone(),
+            body: p.body.clone(),
+            state: p.state.clone(),
+            labels: p.labels.clone(),
+            author: "rebake[bot]".into(),
+            created_at: p.created_at.clone(),
+            updated_at: p.updated_at.clone(),
+            closed_at: p.closed_at.clone(),
+        };
+        let mut v = self.issue_json(&issue);
+        let n = p.number;
+        v["html_url"] = json!(self.html_url(&format!("/pull/{n}")));
+        v["pull_request"] = json!({
+            "url": self.api_url(&format!("/pulls/{n}")),
+            "html_url": self.html_url(&format!("/pull/{n}")),
+            "diff_url": self.html_url(&format!("/pull/{n}.diff")),
+            "patch_url": self.html_url(&format!("/pull/{n}.patch")),
+            "merged_at": p.merged_at,
+        });
         v
     }
 
