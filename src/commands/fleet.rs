@@ -197,7 +197,7 @@ pub async fn status_on(
             proposal,
             targets,
             last_error,
-            jobs: job_statuses(&state_dir, p),
+            jobs: job_statuses(state_dir, p),
         });
     }
     first_seen.save()?;
