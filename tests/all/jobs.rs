@@ -139,13 +139,22 @@ fn jobs_wait_for_a_deploy_run_in_and_beside_the_container_and_store_verified_bac
     let name = format!("rebake-jobs-{}", std::process::id());
     let volume = format!("{name}-data");
     let backups = state.path().join("backups");
+    let backup_volume = format!("{name}-backups");
     let _cleanup = Cleanup {
         docker: docker.clone(),
         container: name.clone(),
-        jobs: ["stamp", "fails", "beside", "dump", "slow", "check"]
-            .map(String::from)
-            .to_vec(),
-        volumes: vec![volume.clone()],
+        jobs: [
+            "stamp",
+            "fails",
+            "beside",
+            "dump",
+            "slow",
+            "check",
+            "to-volume",
+        ]
+        .map(String::from)
+        .to_vec(),
+        volumes: vec![volume.clone(), backup_volume.clone()],
     };
     std::fs::create_dir_all(repo.join("policies")).unwrap();
     std::fs::create_dir_all(repo.join("templates")).unwrap();
@@ -153,7 +162,7 @@ fn jobs_wait_for_a_deploy_run_in_and_beside_the_container_and_store_verified_bac
     std::fs::write(
         repo.join("rebake.yaml"),
         format!(
-            "backups:\n  local:\n    dir: {}\n    keep_last: 2\n",
+            "backups:\n  local:\n    dir: {}\n    keep_last: 2\n  shared:\n    volume: {backup_volume}\n",
             backups.display()
         ),
     )
@@ -180,6 +189,9 @@ jobs:
     container: new
     command: [sh, -c, 'cat /srv/stamps > /tmp/dump.txt']
     backup: {{store: local, path: /tmp/dump.txt}}
+  - name: to-volume
+    command: [cat, /srv/stamps]
+    backup: {{store: shared}}
   - name: slow
     container: new
     timeout_seconds: 1
@@ -350,6 +362,27 @@ jobs:
         [dumps[1].path.clone(), dumps[2].path.clone()]
     );
 
+    // A store that is a named volume (created on first use): the dump is in the volume.
+    let out = ok(&rebake(
+        state.path(),
+        &args(&["job", "run", "app", "to-volume"]),
+    ));
+    let stored = last(state.path(), "app", "to-volume").backup.unwrap();
+    let mountpoint = runtime()
+        .block_on(docker.inspect_volume(&backup_volume))
+        .expect("the store's volume was created")
+        .mountpoint;
+    assert!(
+        stored
+            .path
+            .starts_with(Path::new(&mountpoint).join("app/to-volume")),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&stored.path).unwrap(),
+        "stamp hello\nbeside hello\n"
+    );
+
     // The restore check restores the newest dump into a throw-away container and checks it.
     let out = ok(&rebake(
         state.path(),
@@ -379,7 +412,7 @@ jobs:
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).1.contains(
-            "has no job named \"nosuch\"; its jobs: stamp, fails, beside, dump, slow, check"
+            "has no job named \"nosuch\"; its jobs: stamp, fails, beside, dump, to-volume, slow, check"
         ),
         "{:?}",
         text(&out)
