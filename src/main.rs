@@ -96,7 +96,7 @@ enum Command {
         #[arg(long)]
         no_push: bool,
     },
-    /// The service: webhooks (GitHub, Gitea), /healthz, /metrics, and scheduled scans.
+    /// The service: webhooks (GitHub, Gitea), /healthz, /metrics, scheduled scans and jobs.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8787")]
@@ -151,7 +151,7 @@ enum Command {
         sources: Option<PathBuf>,
     },
     /// The fleet at a glance: per image its lock, pending updates, open proposal, what each
-    /// deploy target runs, and the last error.
+    /// deploy target runs, its jobs' failures, and the last error.
     Status {
         /// Images to show (default: every policy's image).
         images: Vec<String>,

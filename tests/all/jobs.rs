@@ -280,6 +280,17 @@ jobs:
     assert_eq!(saved, record);
     assert_eq!(record.image_id.as_deref(), Some(image.as_str()));
 
+    // --format json prints the run's record.
+    let out = ok(&rebake(
+        state.path(),
+        &args(&["job", "run", "app", "stamp", "--format", "json"]),
+    ));
+    let printed: JobRecord = serde_json::from_str(&out).unwrap();
+    assert_eq!(printed, last(state.path(), "app", "stamp"));
+    // Three runs: the one before the deploy failed.
+    let stamp = summary(state.path(), "app", "stamp");
+    assert_eq!((stamp.runs, stamp.failures), (3, 1));
+
     // A failing job: exit 1, the reason, its stderr in the log, a failure counted.
     let out = rebake(state.path(), &args(&["job", "run", "app", "fails"]));
     assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
