@@ -280,17 +280,6 @@ jobs:
     assert_eq!(saved, record);
     assert_eq!(record.image_id.as_deref(), Some(image.as_str()));
 
-    // --format json prints the run's record.
-    let out = ok(&rebake(
-        state.path(),
-        &args(&["job", "run", "app", "stamp", "--format", "json"]),
-    ));
-    let printed: JobRecord = serde_json::from_str(&out).unwrap();
-    assert_eq!(printed, last(state.path(), "app", "stamp"));
-    // Three runs: the one before the deploy failed.
-    let stamp = summary(state.path(), "app", "stamp");
-    assert_eq!((stamp.runs, stamp.failures), (3, 1));
-
     // A failing job: exit 1, the reason, its stderr in the log, a failure counted.
     let out = rebake(state.path(), &args(&["job", "run", "app", "fails"]));
     assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
@@ -308,6 +297,17 @@ jobs:
     assert!(std::fs::read_to_string(&record.log)
         .unwrap()
         .starts_with("broken\n"));
+    // --format json prints the run's record (the exit status is the same).
+    let out = rebake(
+        state.path(),
+        &args(&["job", "run", "app", "fails", "--format", "json"]),
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let printed: JobRecord = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(printed, last(state.path(), "app", "fails"));
+    assert_eq!(printed.exit_code, Some(3));
+    let failed = summary(state.path(), "app", "fails");
+    assert_eq!((failed.runs, failed.failures), (2, 2));
 
     // In a one-off container of the deployed image: same volume and env, no leftover container.
     let out = ok(&rebake(
