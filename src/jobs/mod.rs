@@ -1057,3 +1057,63 @@ async fn wait_ready(docker: &Docker, id: &str, target: &DockerTarget) -> Result<
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(dir: &Path, timestamp: &str, ok: bool) -> JobRecord {
+        JobRecord {
+            image: "db".into(),
+            job: "dump".into(),
+            kind: "backup".into(),
+            target: "docker:db".into(),
+            started: "2026-11-29T02:30:00.000Z".into(),
+            duration_ms: 10,
+            waited_ms: 0,
+            result: if ok { JobResult::Ok } else { JobResult::Failed },
+            exit_code: Some(if ok { 0 } else { 1 }),
+            reason: (!ok).then(|| "exited with 1".to_string()),
+            log: dir.join(format!("{timestamp}.log")),
+            image_id: None,
+            backup: None,
+            pruned: Vec::new(),
+            restored: None,
+        }
+    }
+
+    /// The summary counts every run; the files of the last [`KEEP_RUNS`] runs stay.
+    #[test]
+    fn runs_are_counted_and_the_oldest_files_dropped() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = job_dir(state.path(), "db", "dump");
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..KEEP_RUNS + 2 {
+            let timestamp = format!("20261129T{:06}.000Z", i);
+            std::fs::write(dir.join(format!("{timestamp}.log")), "output").unwrap();
+            record_run(&dir, &timestamp, record(&dir, &timestamp, i % 3 != 0)).unwrap();
+        }
+        let summary = read_summary(state.path(), "db", "dump").unwrap().unwrap();
+        assert_eq!(summary.runs, KEEP_RUNS as u64 + 2);
+        assert_eq!(summary.failures, 34);
+        assert!(summary.last.unwrap().ok());
+        let count = |ext: &str| {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.ends_with(ext) && name != SUMMARY_FILE
+                })
+                .count()
+        };
+        assert_eq!((count(".json"), count(".log")), (KEEP_RUNS, KEEP_RUNS));
+        assert!(!dir.join("20261129T000000.000Z.json").exists());
+        assert!(!dir.join("20261129T000001.000Z.log").exists());
+        assert!(dir.join("20261129T000002.000Z.log").exists());
+        assert_eq!(
+            all_summaries(state.path()).keys().collect::<Vec<_>>(),
+            [&("db".to_string(), "dump".to_string())]
+        );
+    }
+}
