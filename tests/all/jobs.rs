@@ -359,15 +359,13 @@ jobs:
     let file_name = newest.path.file_name().unwrap().to_string_lossy();
     assert_eq!(sums, format!("{}  {file_name}\n", newest.sha256));
     // sha256sum agrees, as a person checking the store would run it.
-    if let Some(sha256sum) = crate::support::find_tool("sha256sum") {
-        let check = Command::new(sha256sum)
-            .arg("-c")
-            .arg(format!("{file_name}.sha256"))
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(check.status.success(), "{:?}", text(&check));
-    }
+    let check = Command::new(crate::support::require_tool("sha256sum", "coreutils"))
+        .arg("-c")
+        .arg(format!("{file_name}.sha256"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{:?}", text(&check));
     assert_eq!(
         rebake::jobs::store::list_dumps(&dir).unwrap(),
         [dumps[1].path.clone(), dumps[2].path.clone()]
