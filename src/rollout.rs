@@ -564,7 +564,7 @@ pub async fn deploy_commit<F: Forge>(
                         // A job of this target (a backup, say) finishes first, and none starts
                         // until the deploy is done.
                         let label = t.label().unwrap_or_default();
-                        let _lock = crate::jobs::target_lock::TargetLock::acquire(
+                        let target_lock = crate::jobs::target_lock::TargetLock::acquire(
                             &run.state_dir,
                             &label,
                             &format!("deploy {}", p.name),
@@ -589,7 +589,7 @@ pub async fn deploy_commit<F: Forge>(
                                     job,
                                     d,
                                     &image_ref,
-                                    _lock.waited,
+                                    target_lock.waited,
                                 )
                                 .await?;
                                 match backup {
