@@ -39,12 +39,12 @@ use target_lock::TargetLock;
 pub const JOBS_DIR: &str = "jobs";
 /// Per job: the runs and failures so far and the last run's record.
 pub const SUMMARY_FILE: &str = "summary.json";
-/// Label on the containers a job makes: `<image>/<job>`.
+/// Label on the containers a job makes (one-off and throw-away), valued with their name.
 pub const JOB_LABEL: &str = "dev.rebake.job";
 /// Runs whose log and record are kept per job (the summary counts them all).
 const KEEP_RUNS: usize = 100;
-/// How long the throw-away container of a restore check has to become ready when the target
-/// has no health check of its own.
+/// How long the throw-away container of a restore check must keep running to count as ready
+/// when neither the target nor the image has a health check.
 const SETTLE: Duration = Duration::from_secs(2);
 /// How long a restore check's container has to become healthy without a health timeout.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -421,7 +421,7 @@ pub async fn run_job_holding_lock(
             if let (Some(_), JobKind::Backup { .. }, Some((name, store))) =
                 (&outcome.failure, &job.kind, store)
             {
-                // A run cut off by its timeout leaves its partial dump behind.
+                // A failed or timed-out run leaves its partial dump: remove it.
                 if let Ok(dir) =
                     store::dump_dir(&docker, name, store, &policy.name, &job.name).await
                 {

@@ -122,11 +122,6 @@ impl DumpWriter {
             bytes: self.bytes,
         })
     }
-
-    /// Removes the partial dump (the job failed).
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.partial);
-    }
 }
 
 fn sha256_path(dump: &Path) -> PathBuf {
