@@ -192,6 +192,9 @@ jobs:
   - name: to-volume
     command: [cat, /srv/stamps]
     backup: {{store: shared}}
+  - name: empty
+    command: ["true"]
+    backup: {{store: local}}
   - name: slow
     container: new
     timeout_seconds: 1
@@ -321,6 +324,17 @@ jobs:
         runtime().block_on(docker.inspect_container(&format!("{name}.rebake-job-beside"), None));
     assert!(leftover.is_err(), "the one-off container is still there");
 
+    // A backup that exits 0 without a byte of dump fails (the empty file is kept to look at).
+    let out = rebake(state.path(), &args(&["job", "run", "app", "empty"]));
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .contains("[\"true\"] exited with 0 but wrote an empty dump to stdout; it is kept as "),
+        "{:?}",
+        text(&out)
+    );
+
     // A job over its timeout fails, and its one-off container goes.
     let t = Instant::now();
     let out = rebake(state.path(), &args(&["job", "run", "app", "slow"]));
@@ -421,7 +435,7 @@ jobs:
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).1.contains(
-            "has no job named \"nosuch\"; its jobs: stamp, fails, beside, dump, to-volume, slow, check"
+            "has no job named \"nosuch\"; its jobs: stamp, fails, beside, dump, to-volume, empty, slow, check"
         ),
         "{:?}",
         text(&out)

@@ -450,6 +450,12 @@ fn a_pre_deploy_backup_goes_to_the_backup_store_and_a_failed_one_stops_the_deplo
     );
     assert_eq!(gate.running().as_deref(), Some(b.as_str()));
     assert_eq!(dumps().len(), 1, "a failed backup leaves no dump");
+    let partial: Vec<_> = std::fs::read_dir(store.join("gate/predump"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
     let record = rebake::jobs::read_summary(gate.state.path(), "gate", "predump")
         .unwrap()
         .unwrap();
