@@ -67,6 +67,8 @@ impl CheckReport {
 /// shown as given.
 pub fn check_repo(repo_dir: &Path, config_path: Option<&Path>) -> CheckReport {
     let mut report = CheckReport::default();
+    // rebake.yaml's backup store names, when it parsed.
+    let mut stores: Option<Vec<String>> = None;
 
     let (config_file, shown_as) = match config_path {
         Some(path) => (Some(path.to_path_buf()), path.to_path_buf()),
@@ -82,9 +84,9 @@ pub fn check_repo(repo_dir: &Path, config_path: Option<&Path>) -> CheckReport {
         match config::input::read_input(inside, file) {
             Ok(source) => {
                 let base_dir = file.parent().unwrap_or(Path::new("."));
-                let result = config::parse_with_base_dir(&shown_as, &source, base_dir);
-                if let Err(mut errors) = result {
-                    report.diagnostics.append(&mut errors);
+                match config::parse_with_base_dir(&shown_as, &source, base_dir) {
+                    Ok(config) => stores = Some(config.backups.keys().cloned().collect()),
+                    Err(mut errors) => report.diagnostics.append(&mut errors),
                 }
             }
             Err(e) => report.diagnostics.push(Diagnostic::file_level(
@@ -110,8 +112,37 @@ pub fn check_repo(repo_dir: &Path, config_path: Option<&Path>) -> CheckReport {
                 .extend(check_rendering(repo_dir, &registry, policy));
         }
     }
+    if let Some(stores) = stores.filter(|s| !s.is_empty()) {
+        for policy in &policies {
+            report
+                .diagnostics
+                .extend(check_backup_stores(repo_dir, policy, &stores));
+        }
+    }
     report.policies = policies.into_iter().map(|p| p.name).collect();
     report
+}
+
+/// Each backup job's store is one of rebake.yaml's `backups:` (checked when rebake.yaml
+/// configures any: without a `backups:` section, a `pre_deploy: true` backup leaves the
+/// target's own pre_deploy command in place, and backup jobs say what is missing when run).
+fn check_backup_stores(repo_dir: &Path, policy: &Policy, stores: &[String]) -> Vec<Diagnostic> {
+    let source = std::fs::read_to_string(repo_dir.join(&policy.file)).unwrap_or_default();
+    let mut d = config::Diagnostics::new(&policy.file, &source);
+    for (i, job) in policy.jobs.iter().enumerate() {
+        if let Some(store) = job.store().filter(|s| !stores.iter().any(|k| k == s)) {
+            d.error(
+                &config::FieldPath::root()
+                    .key("jobs")
+                    .index(i)
+                    .key("backup")
+                    .key("store"),
+                format!("'{store}' is not a store of rebake.yaml's backups:"),
+                format!("name one of: {}", stores.join(", ")),
+            );
+        }
+    }
+    d.list
 }
 
 /// Renders the policy's template with stand-in versions: catches values the template uses but

@@ -163,6 +163,7 @@ mod tests {
                 time: "2026-11-29T10:00:00Z".into(),
                 message: m.into(),
             }),
+            jobs: Vec::new(),
         }
     }
 
@@ -178,7 +179,9 @@ mod tests {
             "{body}"
         );
         assert!(
-            body.contains("| nginx | sha256:abababababab | 2 (1 security, 3 CVEs) | - | - | - |"),
+            body.contains(
+                "| nginx | sha256:abababababab | 2 (1 security, 3 CVEs) | - | - | - | - |"
+            ),
             "{body}"
         );
     }

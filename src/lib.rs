@@ -22,6 +22,7 @@ pub mod forge_text;
 pub mod fuzzing;
 pub mod git;
 pub mod image_ref;
+pub mod jobs;
 pub mod lock;
 pub mod manifests;
 pub mod output;

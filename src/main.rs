@@ -96,7 +96,7 @@ enum Command {
         #[arg(long)]
         no_push: bool,
     },
-    /// The service: webhooks (GitHub, Gitea), /healthz, /metrics, and scheduled scans.
+    /// The service: webhooks (GitHub, Gitea), /healthz, /metrics, scheduled scans and jobs.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8787")]
@@ -123,6 +123,12 @@ enum Command {
     },
     /// Validate rebake.yaml, policies and templates (exit 1 on any error).
     Check,
+    /// A policy's jobs (commands, backups, restore checks; `rebake serve` runs them on their
+    /// schedule).
+    Job {
+        #[command(subcommand)]
+        action: JobAction,
+    },
     /// Print an image's bill of materials from its lock (every installed package with its purl).
     Sbom {
         /// The image (its policy's name).
@@ -145,7 +151,7 @@ enum Command {
         sources: Option<PathBuf>,
     },
     /// The fleet at a glance: per image its lock, pending updates, open proposal, what each
-    /// deploy target runs, and the last error.
+    /// deploy target runs, its jobs' failures, and the last error.
     Status {
         /// Images to show (default: every policy's image).
         images: Vec<String>,
@@ -200,6 +206,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum JobAction {
+    /// Run one job of an image's policy now; waits while a deploy of its target runs. Exit 1
+    /// when the job fails.
+    Run {
+        /// The image (its policy's name).
+        image: String,
+        /// The job's name in the policy's jobs:.
+        job: String,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ScanFormatArg {
     Human,
@@ -250,6 +270,16 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check => app::check(&ctx),
+        Command::Job {
+            action: JobAction::Run { image, job, format },
+        } => app::job_run(
+            &ctx,
+            app::JobRunRequest {
+                image,
+                job,
+                format: format.into(),
+            },
+        ),
         Command::Sbom { image, format } => app::sbom(
             &ctx,
             app::SbomRequest {

@@ -38,6 +38,9 @@ pub struct DeployRun {
     /// `deploy.verify: required`: the key an image's signature and attestations must verify
     /// with. None: not checked.
     pub verify: Option<crate::signing::Verifier>,
+    /// rebake.yaml's backup stores: a backup job with `pre_deploy: true` whose store is here
+    /// runs before its target is deployed, instead of the target's `pre_deploy` command.
+    pub backups: std::collections::BTreeMap<String, crate::config::BackupStore>,
 }
 
 /// `<state>/deployed-commits.json`: for each repository (its remote URL without credentials)
@@ -389,6 +392,87 @@ async fn chain_refusal(
     Ok(None)
 }
 
+/// The backup job of `policy` that runs before deploys of `target` through rebake.yaml's
+/// backup store (`pre_deploy: true`, and the store configured).
+fn pre_deploy_backup<'a>(
+    run: &DeployRun,
+    policy: &'a Policy,
+    target: &crate::policy::DockerTarget,
+) -> Option<&'a crate::policy::Job> {
+    policy.jobs.iter().find(|j| {
+        j.pre_deploy
+            && j.target == target.name
+            && j.store().is_some_and(|s| run.backups.contains_key(s))
+    })
+}
+
+/// Runs the pre-deploy backup `job` against the running old container when the deploy will
+/// replace it (it runs another image); the failed deploy's outcome when the backup failed (the
+/// old container then keeps running), None to go on. The caller holds the target's lock.
+async fn backup_before_deploy(
+    run: &DeployRun,
+    docker: &bollard::Docker,
+    policy: &Policy,
+    job: &crate::policy::Job,
+    target: &crate::policy::DockerTarget,
+    image_ref: &str,
+    waited: std::time::Duration,
+) -> Result<Option<DeployOutcome>> {
+    let started = std::time::Instant::now();
+    let old = match docker
+        .inspect_container(
+            &target.name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(old) => old,
+        Err(e) if crate::engine::is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", target.name)),
+    };
+    let running = old.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let new_id = docker
+        .inspect_image(image_ref)
+        .await
+        .ok()
+        .and_then(|i| i.id);
+    if !running || (new_id.is_some() && old.image == new_id) {
+        return Ok(None);
+    }
+    let settings = crate::jobs::JobSettings {
+        state_dir: run.state_dir.clone(),
+        engine_host: run.engine_host.clone(),
+        backups: run.backups.clone(),
+    };
+    let record = crate::jobs::run_job_holding_lock(&settings, policy, &job.name, waited).await?;
+    if record.ok() {
+        return Ok(None);
+    }
+    let from = old
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(deploy::IMAGE_LABEL).cloned())
+        .or(old.image.clone());
+    Ok(Some(DeployOutcome {
+        target: DeployTarget::Docker(target.clone())
+            .label()
+            .unwrap_or_default(),
+        image: crate::image_ref::image_repository(image_ref),
+        from,
+        to: image_ref.to_string(),
+        result: DeployResult::Failed {
+            reason: format!(
+                "the pre-deploy backup {} failed: {}; the old container keeps running (log: {})",
+                job.name,
+                record.reason.unwrap_or_default(),
+                record.log.display()
+            ),
+        },
+        duration: started.elapsed(),
+    }))
+}
+
 /// Deploys every image (or the named ones, or those of `run.group`) whose lock at the commit
 /// names a digest that differs from what runs on its targets.
 /// A `from:` image is deployed only beside the parent it was tested with: its lock names the
@@ -544,7 +628,54 @@ pub async fn deploy_commit<F: Forge>(
                             Some(h) => crate::engine::connect(h).await?,
                             None => docker.clone(),
                         };
-                        deploy::deploy_docker_with(&docker, d, &image_ref, auth.as_ref()).await?
+                        // A job of this target (a backup, say) finishes first, and none starts
+                        // until the deploy is done.
+                        let label = t.label().unwrap_or_default();
+                        let target_lock = crate::jobs::target_lock::TargetLock::acquire(
+                            &run.state_dir,
+                            &label,
+                            &format!("deploy {}", p.name),
+                            |who| {
+                                eprintln!(
+                                    "rebake: deploy of {} to {label} waits: held by {who}",
+                                    p.name
+                                )
+                            },
+                        )
+                        .await?;
+                        match pre_deploy_backup(run, p, d) {
+                            None => {
+                                deploy::deploy_docker_with(&docker, d, &image_ref, auth.as_ref())
+                                    .await?
+                            }
+                            Some(job) => {
+                                let backup = backup_before_deploy(
+                                    run,
+                                    &docker,
+                                    p,
+                                    job,
+                                    d,
+                                    &image_ref,
+                                    target_lock.waited,
+                                )
+                                .await?;
+                                match backup {
+                                    Some(failed) => failed,
+                                    // The backup replaces the target's own pre_deploy command.
+                                    None => {
+                                        let mut without_hook = d.clone();
+                                        without_hook.pre_deploy = None;
+                                        deploy::deploy_docker_with(
+                                            &docker,
+                                            &without_hook,
+                                            &image_ref,
+                                            auth.as_ref(),
+                                        )
+                                        .await?
+                                    }
+                                }
+                            }
+                        }
                     }
                     DeployTarget::Swarm(s) => {
                         let docker = match &s.host {

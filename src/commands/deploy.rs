@@ -53,6 +53,7 @@ pub(super) async fn deploy_on(
             (Some(signing), true) => Some(crate::signing::Verifier::from_config(signing)?),
             _ => None,
         },
+        backups: config.backups.clone(),
     };
     crate::rollout::deploy_commit(&run, &c.forge, &req.images).await
 }

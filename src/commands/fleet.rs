@@ -27,6 +27,21 @@ pub struct ImageStatus {
     pub targets: Vec<TargetStatus>,
     /// The latest refusal or failed deploy since the last success, from the deployment log.
     pub last_error: Option<LoggedError>,
+    /// The policy's jobs: runs and failures so far, from the state directory.
+    pub jobs: Vec<JobStatus>,
+}
+
+/// One job's runs, from its summary in the state directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub job: String,
+    pub runs: u64,
+    pub failures: u64,
+    /// When the last run started; None: never run.
+    pub last_run: Option<String>,
+    pub last_ok: Option<bool>,
+    /// Why the last run failed.
+    pub last_reason: Option<String>,
 }
 
 /// What the verified archive has that the lock does not.
@@ -182,10 +197,56 @@ pub async fn status_on(
             proposal,
             targets,
             last_error,
+            jobs: job_statuses(state_dir, p),
         });
     }
     first_seen.save()?;
     Ok(rows)
+}
+
+/// Each of `policy`'s jobs as its summary says.
+fn job_statuses(state_dir: &Path, policy: &crate::policy::Policy) -> Vec<JobStatus> {
+    policy
+        .jobs
+        .iter()
+        .map(|j| {
+            let summary = crate::jobs::read_summary(state_dir, &policy.name, &j.name)
+                .unwrap_or_else(|e| {
+                    tracing::warn!("{e:#}");
+                    None
+                })
+                .unwrap_or_default();
+            let last = summary.last.as_ref();
+            JobStatus {
+                job: j.name.clone(),
+                runs: summary.runs,
+                failures: summary.failures,
+                last_run: last.map(|r| r.started.clone()),
+                last_ok: last.map(|r| r.ok()),
+                last_reason: last.and_then(|r| r.reason.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The JOB FAILURES cell: per job its failures of its runs, and whether the last failed.
+fn jobs_cell(jobs: &[JobStatus]) -> String {
+    if jobs.is_empty() {
+        return "-".to_string();
+    }
+    jobs.iter()
+        .map(|j| match j.last_ok {
+            None => format!("{} never run", j.job),
+            Some(ok) => format!(
+                "{} {} of {}{}",
+                j.job,
+                j.failures,
+                j.runs,
+                if ok { "" } else { " (last failed)" }
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The deployment log's entries, oldest first (unreadable lines skipped).
@@ -272,12 +333,13 @@ fn short(image_ref: &str) -> String {
 }
 
 /// The columns of the fleet table (terminal and dashboard issue).
-pub const COLUMNS: [&str; 6] = [
+pub const COLUMNS: [&str; 7] = [
     "IMAGE",
     "LOCKED",
     "PENDING",
     "PROPOSAL",
     "DEPLOYED",
+    "JOB FAILURES",
     "LAST ERROR",
 ];
 
@@ -322,6 +384,7 @@ impl ImageStatus {
                 .map(|p| p.url.clone())
                 .unwrap_or_else(|| "-".into()),
             deployed,
+            jobs_cell(&self.jobs),
             self.last_error
                 .as_ref()
                 .map(|e| format!("{} {}", e.time, e.message))
@@ -335,4 +398,62 @@ fn render(rows: &[ImageStatus]) -> String {
     let mut table = vec![COLUMNS.iter().map(|c| c.to_string()).collect()];
     table.extend(rows.iter().map(ImageStatus::cells));
     crate::output::table(&table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fleet view shows each job's failures from the summaries the runs leave.
+    #[test]
+    fn job_failures_come_from_the_state_directory() {
+        let state = tempfile::tempdir().unwrap();
+        let policy = crate::policy::parse_policy(
+            "db",
+            Path::new("policies/db.yaml"),
+            "template: t.hbs\nsuite: trixie\ndeploy:\n  - docker: {name: db}\njobs:\n  - name: dump\n    command: [x]\n  - name: vacuum\n    command: [y]\n",
+        )
+        .unwrap();
+        let record = crate::jobs::JobRecord {
+            image: "db".into(),
+            job: "dump".into(),
+            kind: "command".into(),
+            target: "docker:db".into(),
+            started: "2026-11-29T02:30:00.000Z".into(),
+            duration_ms: 1200,
+            waited_ms: 0,
+            result: crate::jobs::JobResult::Failed,
+            exit_code: Some(1),
+            reason: Some("[\"x\"] exited with 1".into()),
+            log: "x.log".into(),
+            image_id: None,
+            backup: None,
+            pruned: vec![],
+            restored: None,
+        };
+        let summary = crate::jobs::JobSummary {
+            runs: 5,
+            failures: 2,
+            last: Some(record),
+        };
+        crate::state::write_atomic(
+            &crate::jobs::job_dir(state.path(), "db", "dump").join(crate::jobs::SUMMARY_FILE),
+            &serde_json::to_vec(&summary).unwrap(),
+        )
+        .unwrap();
+        let jobs = job_statuses(state.path(), &policy);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!((jobs[0].runs, jobs[0].failures), (5, 2));
+        assert_eq!(jobs[0].last_ok, Some(false));
+        assert_eq!(
+            jobs[0].last_reason.as_deref(),
+            Some("[\"x\"] exited with 1")
+        );
+        assert_eq!(jobs[1].last_run, None);
+        assert_eq!(
+            jobs_cell(&jobs),
+            "dump 2 of 5 (last failed); vacuum never run"
+        );
+        assert_eq!(jobs_cell(&[]), "-");
+    }
 }

@@ -7,6 +7,9 @@ use super::*;
 /// commit and the result commented on it.
 pub struct ServiceJobs {
     pub ctx: Context,
+    /// Where the policies of the default branch go after each scan, for the jobs' schedules
+    /// (None: jobs are not scheduled).
+    pub job_policies: Option<tokio::sync::watch::Sender<Vec<crate::policy::Policy>>>,
 }
 
 impl crate::server::Jobs for ServiceJobs {
@@ -42,6 +45,21 @@ impl crate::server::Jobs for ServiceJobs {
             }
         }
         // Policies may have changed on the default branch: their schedules with them.
+        if let Some(tx) = &self.job_policies {
+            match export_default_branch(&c, false)
+                .await
+                .and_then(|scratch| crate::repo::policies(scratch.path(), &[]))
+            {
+                Ok(policies) => {
+                    tx.send_if_modified(|current| {
+                        let changed = *current != policies;
+                        *current = policies;
+                        changed
+                    });
+                }
+                Err(e) => tracing::warn!("keeping the jobs' schedules: {e:#}"),
+            }
+        }
         let schedules = match scan_schedules_on(&c, &config).await {
             Ok(schedules) => Some(schedules),
             Err(e) => {
@@ -202,7 +220,18 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
+    // Jobs follow the policies of --repo at start, then the default branch's after each scan.
+    let (job_policies, job_policies_rx) =
+        tokio::sync::watch::channel(crate::repo::policies(&ctx.repo, &[])?);
+    let job_settings = super::job::job_settings(&config, &state_dir);
     runtime()?.block_on(async {
+        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let jobs = tokio::spawn(crate::jobs::schedule::run_schedules(
+            job_settings,
+            job_policies_rx,
+            crate::server::SystemClock,
+            jobs_stopped,
+        ));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -210,7 +239,7 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
             "rebake serve: listening on {} (POST /webhook/github, /webhook/gitea; GET /healthz, /metrics)",
             listener.local_addr()?
         );
-        let shutdown = async {
+        let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("SIGTERM handler");
@@ -218,6 +247,8 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            // Running jobs finish; no new one starts.
+            stop_jobs.send_replace(true);
         };
         crate::server::serve(
             listener,
@@ -240,10 +271,15 @@ pub fn serve(ctx: &Context, listen: &str) -> Result<u8> {
                 }),
                 limits: crate::server::ConnectionLimits::default(),
             },
-            std::sync::Arc::new(ServiceJobs { ctx: ctx.clone() }),
+            std::sync::Arc::new(ServiceJobs {
+                ctx: ctx.clone(),
+                job_policies: Some(job_policies),
+            }),
             shutdown,
         )
-        .await
+        .await?;
+        let _ = jobs.await;
+        anyhow::Ok(())
     })?;
     Ok(0)
 }

@@ -90,6 +90,7 @@ pub struct RawConfig {
     pub git: Option<RawGit>,
     pub signing: Option<RawSigning>,
     pub deploy: Option<RawDeploy>,
+    pub backups: Option<std::collections::BTreeMap<String, RawBackupStore>>,
 }
 
 /// `signing`: the key rebake signs pushed images and their attestations with.
@@ -109,6 +110,16 @@ pub struct RawSigning {
 pub struct RawDeploy {
     /// `required` or `off`.
     pub verify: Option<String>,
+}
+
+/// One store under `backups:`: a host directory or a named Docker volume.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackupStore {
+    pub dir: Option<String>,
+    pub volume: Option<String>,
+    pub keep_last: Option<u32>,
+    pub keep_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +234,8 @@ pub struct Config {
     /// None = images are pushed unsigned, without attestations.
     pub signing: Option<SigningConfig>,
     pub deploy: DeployConfig,
+    /// Where backup jobs store their dumps, by name (`backups:`).
+    pub backups: std::collections::BTreeMap<String, BackupStore>,
 }
 
 /// Where the signing key comes from (never the key itself).
@@ -237,6 +250,40 @@ pub struct SigningConfig {
 pub struct DeployConfig {
     /// `deploy.verify: required`: deploy only digests whose signature and provenance verify.
     pub verify_required: bool,
+}
+
+/// A backup store: dumps under `<image>/<job>/` with a `.sha256` beside each, pruned after each
+/// new dump to the newest `keep_last` and to those younger than `keep_for` (the newest dump is
+/// always kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupStore {
+    pub location: BackupLocation,
+    pub keep_last: Option<u32>,
+    #[serde(with = "humantime_serde_opt")]
+    pub keep_for: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupLocation {
+    /// A directory on the machine rebake runs on.
+    Dir(PathBuf),
+    /// A named volume of the engine (created when missing), used through its mount point, so
+    /// rebake runs on the engine's machine.
+    Volume(String),
+}
+
+/// Durations shown as humantime text (`30days`) in JSON.
+mod humantime_serde_opt {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// Where Debian's security data comes from. Each is an http(s) URL or an absolute file path
@@ -395,6 +442,7 @@ impl Default for Config {
             },
             signing: None,
             deploy: DeployConfig::default(),
+            backups: Default::default(),
         }
     }
 }
@@ -633,6 +681,17 @@ pub fn validate_config(
             );
         }
     }
+    for (name, store) in raw.backups.unwrap_or_default() {
+        if let Some(store) = validate_backup_store(
+            &mut d,
+            &root.key("backups").key(&name),
+            &name,
+            store,
+            base_dir,
+        ) {
+            config.backups.insert(name, store);
+        }
+    }
     d.into_result(config)
 }
 
@@ -686,6 +745,95 @@ fn validate_signing(
         key_file,
         key_env,
         public_key,
+    })
+}
+
+/// One store under `backups:`.
+fn validate_backup_store(
+    d: &mut Diagnostics,
+    field: &FieldPath,
+    name: &str,
+    raw: RawBackupStore,
+    base_dir: &Path,
+) -> Option<BackupStore> {
+    let errors_before = d.list.len();
+    if !crate::policy::is_valid_job_name(name) {
+        d.error(
+            field,
+            format!("'{name}' is not a usable store name"),
+            "use letters, digits, '_', '.' and '-', starting with a letter or digit, like local",
+        );
+    }
+    let location = match (raw.dir, raw.volume) {
+        (Some(dir), None) if !dir.trim().is_empty() => {
+            Some(BackupLocation::Dir(resolve_path(base_dir, &dir)))
+        }
+        (None, Some(volume))
+            if crate::policy::is_valid_docker_name(&volume) && volume.len() >= 2 =>
+        {
+            Some(BackupLocation::Volume(volume))
+        }
+        (None, Some(volume)) => {
+            d.error(
+                &field.key("volume"),
+                format!("'{volume}' is not a volume name"),
+                "use letters, digits, '_', '.' and '-', starting with a letter or digit, like \
+                 rebake-backups",
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            d.error(
+                field,
+                "has both dir: and volume:",
+                "a store is one place: keep dir: (a host directory) or volume: (a named Docker \
+                 volume)",
+            );
+            None
+        }
+        _ => {
+            d.error(
+                field,
+                "names no place for the dumps",
+                "add 'dir: /srv/backups' (a directory on this machine) or 'volume: \
+                 rebake-backups' (a named Docker volume)",
+            );
+            None
+        }
+    };
+    if raw.keep_last == Some(0) {
+        d.error(
+            &field.key("keep_last"),
+            "0 would keep no dump",
+            "give at least 1, or leave keep_last out to keep every dump (subject to keep_for)",
+        );
+    }
+    let keep_for = raw
+        .keep_for
+        .and_then(|text| match humantime::parse_duration(text.trim()) {
+            Ok(age) if !age.is_zero() => Some(age),
+            Ok(_) => {
+                d.error(
+                    &field.key("keep_for"),
+                    "0 would keep no dump",
+                    "give a duration like 30d or 12w, or leave keep_for out",
+                );
+                None
+            }
+            Err(e) => {
+                d.error(
+                    &field.key("keep_for"),
+                    format!("'{text}' is not a duration: {e}"),
+                    "write a duration like 30d, 12w or 36h",
+                );
+                None
+            }
+        });
+    let location = location?;
+    (d.list.len() == errors_before).then_some(BackupStore {
+        location,
+        keep_last: raw.keep_last,
+        keep_for,
     })
 }
 
@@ -1068,6 +1216,85 @@ fn validate_registry(
 mod tests {
     use super::diagnostics::edit_distance;
     use super::*;
+
+    #[test]
+    fn backup_stores_are_a_directory_or_a_volume_with_retention() {
+        let text = "\
+backups:
+  local:
+    dir: backups
+    keep_last: 7
+    keep_for: 30d
+  shared:
+    volume: rebake-backups
+";
+        let config = parse(Path::new("/etc/rebake/rebake.yaml"), text).unwrap();
+        assert_eq!(
+            config.backups["local"],
+            BackupStore {
+                location: BackupLocation::Dir(PathBuf::from("/etc/rebake/backups")),
+                keep_last: Some(7),
+                keep_for: Some(std::time::Duration::from_secs(30 * 86_400)),
+            }
+        );
+        assert_eq!(
+            config.backups["shared"].location,
+            BackupLocation::Volume("rebake-backups".into())
+        );
+        assert_eq!(config.backups["shared"].keep_last, None);
+        assert!(Config::default().backups.is_empty());
+    }
+
+    #[test]
+    fn backup_store_problems_name_line_and_field() {
+        let text = "\
+backups:
+  both:
+    dir: /srv/b
+    volume: b-vol
+  none:
+    keep_last: 3
+  counts:
+    dir: /srv/c
+    keep_last: 0
+    keep_for: a month
+  badvol:
+    volume: /srv/x
+";
+        let errors = parse(Path::new("rebake.yaml"), text).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let expect = [
+            (
+                "rebake.yaml:12:",
+                "field 'backups.badvol.volume': '/srv/x' is not a volume name",
+            ),
+            (
+                "rebake.yaml:2:",
+                "field 'backups.both': has both dir: and volume:",
+            ),
+            (
+                "rebake.yaml:9:",
+                "field 'backups.counts.keep_last': 0 would keep no dump",
+            ),
+            (
+                "rebake.yaml:10:",
+                "field 'backups.counts.keep_for': 'a month' is not a duration",
+            ),
+            (
+                "rebake.yaml:5:",
+                "field 'backups.none': names no place for the dumps",
+            ),
+        ];
+        assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+        for (at, message) in expect {
+            assert!(
+                shown
+                    .iter()
+                    .any(|e| e.starts_with(at) && e.contains(message)),
+                "wanted {at} … {message} in {shown:#?}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_when_empty() {

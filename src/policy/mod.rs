@@ -13,6 +13,7 @@
 
 mod deploy_target;
 mod image_tests;
+mod jobs;
 
 pub use deploy_target::{
     parse_port_mapping, parse_volume, DeployTarget, DockerTarget, HealthCheck, HealthProbe,
@@ -21,6 +22,10 @@ pub use deploy_target::{
 };
 pub use image_tests::{
     FileCheck, HttpCheck, ImageTest, RawFileCheck, RawHttpCheck, RawTest, RawUserCheck, TestCheck,
+};
+pub use jobs::{
+    is_valid_job_name, Job, JobContainer, JobKind, RawBackup, RawJob, RawRestoreCheck,
+    RestoreCheck, DEFAULT_JOB_TIMEOUT_SECONDS,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +69,7 @@ pub struct RawPolicy {
     pub review: Option<RawReview>,
     pub user: Option<ScalarString>,
     pub schedule: Option<String>,
+    pub jobs: Option<Vec<RawJob>>,
     /// Another policy's image to build on instead of the Debian base.
     pub from: Option<String>,
 }
@@ -125,6 +131,9 @@ pub struct Policy {
     /// Extra scan times for this image in `rebake serve`, besides rebake.yaml's
     /// `schedule.scan` (which scans every image).
     pub schedule: Option<crate::config::CronSchedule>,
+    /// Commands run against the deployed image on a schedule or by `rebake job run`:
+    /// maintenance, backups and restore checks.
+    pub jobs: Vec<Job>,
     /// `from:`: the policy whose locked image this one builds on (its template's
     /// `{{base_image}}`), instead of the Debian base. Parents come before children in every
     /// list of policies rebake loads.
@@ -658,6 +667,12 @@ fn validate_policy(
             .ok()
     });
 
+    let jobs = jobs::validate_jobs(
+        &mut d,
+        &root.key("jobs"),
+        raw.jobs.unwrap_or_default(),
+        &deploy,
+    );
     let from = raw.from.filter(|parent| {
         let ok = parent != name && is_valid_image_name(parent);
         if !ok {
@@ -689,6 +704,7 @@ fn validate_policy(
         review,
         user,
         schedule,
+        jobs,
         from,
     })
 }

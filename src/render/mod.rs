@@ -721,6 +721,7 @@ mod tests {
             review: Default::default(),
             user: None,
             schedule: None,
+            jobs: vec![],
             from: None,
         };
         let out = with_banner("# syntax=docker/dockerfile:1\nFROM x", &policy);

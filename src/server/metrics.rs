@@ -254,6 +254,7 @@ impl Metrics {
                 Ok(t) => out.push_str(&crate::timeline::exposition(&t)),
                 Err(e) => tracing::warn!("fix latency not shown: {e:#}"),
             }
+            out.push_str(&crate::jobs::exposition(dir));
         }
         out
     }
@@ -360,6 +361,43 @@ rebake_webhooks_total{forge=\"github\",result=\"unauthorized\"} 1
 rebake_last_successful_scan_timestamp_seconds 1750000000
 "
         );
+    }
+
+    /// With a state directory, `/metrics` also shows the jobs' runs and failures, from the
+    /// summaries their runs leave (so runs of `rebake job run` count too).
+    #[test]
+    fn job_runs_and_failures_are_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = Metrics::new().with_timeline(dir.path()).render();
+        assert!(
+            text.contains("# TYPE rebake_job_failures_total counter\n"),
+            "{text}"
+        );
+        let summary = serde_json::json!({
+            "runs": 3,
+            "failures": 1,
+            "last": {
+                "image": "db", "job": "dump", "kind": "backup", "target": "docker:db",
+                "started": "2026-11-29T02:30:00.000Z", "duration_ms": 1500, "waited_ms": 0,
+                "result": "failed", "exit_code": 2, "reason": "x", "log": "l",
+                "image_id": null, "backup": null, "restored": null
+            }
+        });
+        crate::state::write_atomic(
+            &crate::jobs::job_dir(dir.path(), "db", "dump").join(crate::jobs::SUMMARY_FILE),
+            summary.to_string().as_bytes(),
+        )
+        .unwrap();
+        let text = Metrics::new().with_timeline(dir.path()).render();
+        for line in [
+            "rebake_job_runs_total{image=\"db\",job=\"dump\"} 3",
+            "rebake_job_failures_total{image=\"db\",job=\"dump\"} 1",
+            "rebake_job_last_run_timestamp_seconds{image=\"db\",job=\"dump\"} 1795919400",
+            "rebake_job_last_run_success{image=\"db\",job=\"dump\"} 0",
+            "rebake_job_last_run_duration_seconds{image=\"db\",job=\"dump\"} 1.5",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in:\n{text}");
+        }
     }
 
     /// With a state directory, `/metrics` also shows its fix latency histogram.

@@ -540,3 +540,31 @@ fn symlinked_templates_policies_and_config_are_refused_by_name() {
     let d = naming(&diagnostics, "templates/debian.Dockerfile.hbs");
     assert!(d.message.contains("outside the repository"), "{d}");
 }
+
+/// A backup job's store must be one of rebake.yaml's `backups:` once it configures any; without
+/// a `backups:` section (the shipped PostgreSQL example on its own) nothing is required.
+#[test]
+fn a_backup_store_missing_from_rebake_yaml_is_located() {
+    let policy = format!(
+        "{VALID_POLICY}deploy:\n  - docker: {{name: db}}\njobs:\n  - name: dump\n    command: [pg_dumpall]\n    backup:\n      store: lcoal\n"
+    );
+    let repo = scratch_repo(&[
+        ("policies/db.yaml", policy.as_str()),
+        ("rebake.yaml", "backups:\n  local: {dir: /srv/backups}\n"),
+    ]);
+    let diagnostics = problems(repo.path());
+    let d = about(&diagnostics, "jobs[0].backup.store");
+    assert!(
+        d.to_string().starts_with(
+            "policies/db.yaml:14:7: field 'jobs[0].backup.store': 'lcoal' is not a store of rebake.yaml's backups:"
+        ),
+        "{d}"
+    );
+    assert!(d.help.contains("name one of: local"), "{d}");
+    std::fs::write(
+        repo.path().join("rebake.yaml"),
+        "engine: {host: unix:///var/run/docker.sock}\n",
+    )
+    .unwrap();
+    assert!(check_repo(repo.path(), None).is_ok());
+}

@@ -108,9 +108,9 @@ fn dashboard_life(ops: &GitOps, fake: &impl IssueFake, env: &[(&str, &str)]) {
     assert_eq!(issue.labels, vec![LABEL.to_string()]);
     // The same table as `rebake status`: the ticker image, not built yet, no proposal.
     assert!(
-        issue
-            .body
-            .contains("| IMAGE | LOCKED | PENDING | PROPOSAL | DEPLOYED | LAST ERROR |"),
+        issue.body.contains(
+            "| IMAGE | LOCKED | PENDING | PROPOSAL | DEPLOYED | JOB FAILURES | LAST ERROR |"
+        ),
         "{}",
         issue.body
     );

@@ -50,6 +50,7 @@ fn policy(tests: Vec<ImageTest>) -> Policy {
         review: Review::default(),
         user: None,
         schedule: None,
+        jobs: Vec::new(),
         from: None,
     }
 }

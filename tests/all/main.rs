@@ -13,6 +13,7 @@ mod forge_plain;
 mod fuzz_corpora;
 mod git;
 mod image_tests;
+mod jobs;
 mod ordinary_user;
 mod propose;
 mod publish;

@@ -493,6 +493,7 @@ fn a_scheduled_scan_proposes_and_reports_the_schedules() {
             config: None,
             state_dir: Some(state.to_path_buf()),
         },
+        job_policies: None,
     };
     let summary = runtime()
         .block_on(jobs.scan(ScanScope::All))

@@ -62,9 +62,15 @@ pub(super) fn lock_text(id: &str, digest: Option<&str>) -> String {
 
 impl Gate {
     pub(super) fn new(test: &str) -> Gate {
+        Gate::with_policy_tail(test, "")
+    }
+
+    /// A gate whose policy ends with `tail` (`{container}` in it: the container's name).
+    pub(super) fn with_policy_tail(test: &str, tail: &str) -> Gate {
         let container = format!("rebake-gate-{test}-{}", std::process::id());
+        let text = policy(&container) + &tail.replace("{container}", &container);
         let ops = gitops_with(&[
-            ("policies/gate.yaml".into(), policy(&container)),
+            ("policies/gate.yaml".into(), text),
             (
                 "templates/gate.Dockerfile.hbs".into(),
                 TICKER_TEMPLATE.into(),
@@ -154,6 +160,7 @@ impl Gate {
             group: None,
             rollback: false,
             verify: None,
+            backups: Default::default(),
         }
     }
 
@@ -360,4 +367,183 @@ fn an_older_commit_is_refused_unless_rolled_back_explicitly() {
         gate.log().last().unwrap()["rollback"],
         serde_json::json!(true)
     );
+}
+
+/// A backup job with `pre_deploy: true` runs in the old container before it is replaced, through
+/// rebake.yaml's backup store (stored with its SHA256), instead of the target's own pre_deploy
+/// command; a failed backup stops the deploy and the old container keeps running. Without the
+/// store configured, the target's pre_deploy command runs as before.
+#[test]
+fn a_pre_deploy_backup_goes_to_the_backup_store_and_a_failed_one_stops_the_deploy() {
+    let gate = Gate::with_policy_tail(
+        "pre-deploy-backup",
+        "      pre_deploy: [sh, -c, 'test ! -e /tmp/fail']\njobs:\n  - name: predump\n    command: [sh, -c, 'test ! -e /tmp/fail && echo \"dump of $HOSTNAME\"']\n    backup: {store: local}\n    pre_deploy: true\n",
+    );
+    let a = runtime().block_on(image_a(&docker()));
+    let b = runtime().block_on(image_b(&docker()));
+    let store = gate.state.path().join("backups");
+    let with_store = || DeployRun {
+        backups: [(
+            "local".to_string(),
+            rebake::config::BackupStore {
+                location: rebake::config::BackupLocation::Dir(store.clone()),
+                keep_last: None,
+                keep_for: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..gate.run(None, None)
+    };
+    let exec = |argv: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .arg("exec")
+            .arg(&gate.container)
+            .args(argv)
+            .output()
+            .expect("docker CLI not found (apt-get install docker.io)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let dumps = || rebake::jobs::store::list_dumps(&store.join("gate/predump")).unwrap();
+
+    // First deploy: nothing runs yet, nothing to back up.
+    gate.propose(&lock_text(&a, None));
+    gate.merge(None);
+    assert!(deployed(&gate.deploy(&with_store())));
+    assert!(dumps().is_empty());
+
+    // a → b: the backup runs in the old container (a) and is stored; the old hook does not run.
+    let old_hostname = exec(&["cat", "/etc/hostname"]).1;
+    gate.propose(&lock_text(&b, None));
+    gate.merge(None);
+    let r = gate.deploy(&with_store());
+    assert!(deployed(&r), "{r:?}");
+    assert_eq!(gate.running().as_deref(), Some(b.as_str()));
+    let stored = dumps();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&stored[0]).unwrap(),
+        format!("dump of {}", old_hostname)
+    );
+    rebake::jobs::store::verify(&stored[0]).unwrap();
+    let record = rebake::jobs::read_summary(gate.state.path(), "gate", "predump")
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.runs, record.failures), (1, 0));
+
+    // b → a with a failing backup: not deployed, b keeps running.
+    assert_eq!(exec(&["sh", "-c", "echo > /tmp/fail"]).0, Some(0));
+    gate.propose(&lock_text(&a, None));
+    gate.merge(None);
+    let r = gate.deploy(&with_store());
+    assert!(!r.ok(), "{r:?}");
+    let reason = match &r.targets[0].result {
+        rebake::deploy::DeployResult::Failed { reason } => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        reason.starts_with("the pre-deploy backup predump failed: ")
+            && reason.contains("exited with 1; the old container keeps running (log: "),
+        "{reason}"
+    );
+    assert_eq!(gate.running().as_deref(), Some(b.as_str()));
+    assert_eq!(dumps().len(), 1, "a failed backup leaves no dump");
+    let partial: Vec<_> = std::fs::read_dir(store.join("gate/predump"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    let record = rebake::jobs::read_summary(gate.state.path(), "gate", "predump")
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.runs, record.failures), (2, 1));
+
+    // Without the store in rebake.yaml: the target's own pre_deploy command, as before (it
+    // fails the same way here, under its own name).
+    let r = gate.deploy(&gate.run(None, None));
+    let reason = match &r.targets[0].result {
+        rebake::deploy::DeployResult::Failed { reason } => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        reason.starts_with("pre_deploy [\"sh\", \"-c\", \"test ! -e /tmp/fail\"] exited with 1"),
+        "{reason}"
+    );
+    assert_eq!(dumps().len(), 1);
+    assert_eq!(exec(&["sh", "-c", "rm /tmp/fail"]).0, Some(0));
+    let r = gate.deploy(&with_store());
+    assert!(deployed(&r), "{r:?}");
+    assert_eq!(gate.running().as_deref(), Some(a.as_str()));
+    assert_eq!(dumps().len(), 2);
+}
+
+/// A deploy waits for a running job of its target: the job, started by `rebake job run` in
+/// another process, runs to its end in the old container, and only then is the container
+/// replaced.
+#[test]
+fn a_deploy_waits_for_a_running_job_of_its_target() {
+    let gate = Gate::with_policy_tail(
+        "waits-for-job",
+        "jobs:\n  - name: slow\n    command: [sh, -c, 'sleep 3; echo finished']\n",
+    );
+    let a = runtime().block_on(image_a(&docker()));
+    let b = runtime().block_on(image_b(&docker()));
+    gate.propose(&lock_text(&a, None));
+    gate.merge(None);
+    assert!(deployed(&gate.deploy(&gate.run(None, None))));
+
+    let job = std::process::Command::new(env!("CARGO_BIN_EXE_rebake"))
+        .args(["job", "run", "gate", "slow", "--repo"])
+        .arg(&gate.ops.clone)
+        .env("REBAKE_STATE_DIR", gate.state.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rebake job run");
+    // The job holds the target's lock once it runs.
+    let lock_file = rebake::jobs::target_lock::lock_path(
+        gate.state.path(),
+        &format!("docker:{}", gate.container),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&lock_file)
+        .unwrap_or_default()
+        .starts_with("job gate/slow")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    gate.propose(&lock_text(&b, None));
+    gate.merge(None);
+    let started = std::time::Instant::now();
+    let r = gate.deploy(&gate.run(None, None));
+    assert!(deployed(&r), "{r:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "the deploy did not wait for the job: {:?}",
+        started.elapsed()
+    );
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out);
+    let record = rebake::jobs::read_summary(gate.state.path(), "gate", "slow")
+        .unwrap()
+        .unwrap()
+        .last
+        .unwrap();
+    assert!(record.ok(), "{record:?}");
+    assert_eq!(record.image_id.as_deref(), Some(a.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(&record.log).unwrap(),
+        "finished\n",
+        "the job ran to its end in the old container"
+    );
+    assert_eq!(gate.running().as_deref(), Some(b.as_str()));
 }
