@@ -345,7 +345,7 @@ fn a_change_in_the_middle_of_a_tree_rebuilds_it_and_its_children_in_order() {
     );
 }
 
-const SLOW: &str = "FROM {{base_image}}\nARG SOURCE_DATE_EPOCH\nRUN sleep 3 && echo {{policy_name}} > /etc/company\n";
+const SLOW: &str = "FROM {{base_image}}\nARG SOURCE_DATE_EPOCH\nRUN sleep 1 && echo {{policy_name}} > /etc/company\n";
 
 /// Two images on the Debian base and one on the first; `rebake build --format json` with
 /// `extra_config` appended to rebake.yaml. Returns the rows by image.
@@ -397,11 +397,18 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
+/// One engine with `engine.jobs: 2`, then with `jobs: 1`, then a second engine beside it
+/// (`engine.builders`): the same three images each time.
 #[test]
-fn engine_jobs_builds_independent_images_at_once_and_a_child_after_its_parent() {
+fn builds_run_in_parallel_per_engine_jobs_and_spread_over_two_engines() {
+    let second = crate::support::second_engine::SecondEngine::start();
+    let registry = crate::support::registry::TestRegistry::start();
     let ops = slow_gitops();
     let (state, _guard) = shared_state();
-    let two = build_three(&ops, state, "engine:\n  jobs: 2\n");
+    let with_registry = format!("registry:\n  url: {}\n  insecure: true\n", registry.host());
+
+    // engine.jobs: 2 — independent images at once, a child after its parent.
+    let two = build_three(&ops, state, &format!("{with_registry}engine:\n  jobs: 2\n"));
     let (alpha, beta, gamma) = (span(&two["alpha"]), span(&two["beta"]), span(&two["gamma"]));
     assert!(
         overlap(alpha, beta),
@@ -412,27 +419,18 @@ fn engine_jobs_builds_independent_images_at_once_and_a_child_after_its_parent() 
         "gamma {gamma:?} starts after its parent alpha {alpha:?}"
     );
 
-    let one = build_three(&ops, state, "engine:\n  jobs: 1\n");
+    // engine.jobs: 1 — one build at a time.
+    let one = build_three(&ops, state, &format!("{with_registry}engine:\n  jobs: 1\n"));
     let (alpha, beta, gamma) = (span(&one["alpha"]), span(&one["beta"]), span(&one["gamma"]));
     assert!(
         !overlap(alpha, beta) && !overlap(alpha, gamma) && !overlap(beta, gamma),
         "one at a time: {alpha:?} {beta:?} {gamma:?}"
     );
-    // The same images either way: builds are reproducible.
-    for image in ["alpha", "beta", "gamma"] {
-        assert_eq!(two[image]["image_id"], one[image]["image_id"], "{image}");
-    }
-}
 
-#[test]
-fn images_are_spread_over_two_engines_and_a_child_gets_its_parent_through_the_registry() {
-    let second = crate::support::second_engine::SecondEngine::start();
-    let registry = crate::support::registry::TestRegistry::start();
-    let ops = slow_gitops();
-    let (state, _guard) = shared_state();
+    // engine.builders — one job on each of two engines: alpha and beta go to different
+    // engines at once; gamma gets its parent through the registry when its engine lacks it.
     let config = format!(
-        "registry:\n  url: {}\n  insecure: true\nengine:\n  jobs: 1\n  builders:\n    - {}\n",
-        registry.host(),
+        "{with_registry}engine:\n  jobs: 1\n  builders:\n    - {}\n",
         second.host
     );
     let rows = build_three(&ops, state, &config);
@@ -442,7 +440,6 @@ fn images_are_spread_over_two_engines_and_a_child_gets_its_parent_through_the_re
         .collect();
     assert_eq!(engines.len(), 2, "both engines built: {rows:?}");
     assert!(engines.contains(second.host.as_str()), "{rows:?}");
-    // alpha and beta went to different engines at once (one job each).
     assert_ne!(rows["alpha"]["engine"], rows["beta"]["engine"], "{rows:?}");
     assert!(
         overlap(span(&rows["alpha"]), span(&rows["beta"])),
@@ -460,16 +457,10 @@ fn images_are_spread_over_two_engines_and_a_child_gets_its_parent_through_the_re
             .starts_with(&registry.host()),
         "{parent:?}"
     );
-    // The images are the same as one engine makes (reproducible across engines).
-    let single = build_three(
-        &ops,
-        state,
-        &format!("registry:\n  url: {}\n  insecure: true\n", registry.host()),
-    );
+
+    // The same images every way: builds are reproducible across runs and engines.
     for image in ["alpha", "beta", "gamma"] {
-        assert_eq!(
-            rows[image]["image_id"], single[image]["image_id"],
-            "{image}"
-        );
+        assert_eq!(two[image]["image_id"], one[image]["image_id"], "{image}");
+        assert_eq!(two[image]["image_id"], rows[image]["image_id"], "{image}");
     }
 }
