@@ -137,9 +137,10 @@ enum Command {
         format: SbomFormatArg,
     },
     /// Check an image against its lock in this checkout: what its deploy targets run, that
-    /// the registry has its digest, and with --rebuild that this commit builds the same image
-    /// id. Exit 4: a target runs another image; 5: the registry lacks the digest; 6: the
-    /// rebuild differs.
+    /// the registry has its digest, its signature and attestations (with signing configured),
+    /// and with --rebuild that this commit builds the same image id. Exit 4: a target runs
+    /// another image; 5: the registry lacks the digest; 6: the rebuild differs; 7: a signature
+    /// or attestation check failed.
     Verify {
         /// The image (its policy's name).
         image: String,
