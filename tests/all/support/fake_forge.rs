@@ -176,3 +176,24 @@ pub fn check_on_drop(name: &str, log: Option<&Log>) {
         );
     }
 }
+
+/// An issue's `state` as both forges change it on PATCH: `closed` stamps `closed_at`, `open`
+/// (reopening) clears it; anything else, or the state it already has, changes nothing.
+pub fn apply_issue_state(
+    state: &mut String,
+    closed_at: &mut Option<String>,
+    wanted: Option<&str>,
+    now: String,
+) {
+    match wanted {
+        Some("closed") if state == "open" => {
+            *state = "closed".into();
+            *closed_at = Some(now);
+        }
+        Some("open") if state == "closed" => {
+            *state = "open".into();
+            *closed_at = None;
+        }
+        _ => {}
+    }
+}

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use super::fake_forge::LoggedRequest;
-use super::fake_forge::{check_on_drop, FakeForge, Log};
+use super::fake_forge::{apply_issue_state, check_on_drop, FakeForge, Log};
 
 /// A pull request as the fake holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -799,22 +799,10 @@ impl Inner {
                 if title.is_empty() {
                     return answer(422, self.error("[Title]: Required"));
                 }
-                let labels: Vec<i64> = b
-                    .get("labels")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_i64)
-                    .collect();
-                if let Some(bad) = labels
-                    .iter()
-                    .find(|id| !st.labels.iter().any(|l| l.id == **id))
-                {
-                    return answer(
-                        422,
-                        self.error(&format!("label does not exist [id: {bad}]")),
-                    );
-                }
+                let labels = match self.existing_label_ids(st, b) {
+                    Ok(ids) => ids,
+                    Err(refused) => return refused,
+                };
                 let body = b.get("body").and_then(Value::as_str).unwrap_or("");
                 let issue = new_issue(st, "rebake-bot", title, body, labels);
                 answer(201, self.issue_json(st, &issue, None))
@@ -835,17 +823,8 @@ impl Inner {
                 if let Some(body) = b.get("body").and_then(Value::as_str) {
                     i.body = body.to_string();
                 }
-                match b.get("state").and_then(Value::as_str) {
-                    Some("closed") if i.state == "open" => {
-                        i.state = "closed".into();
-                        i.closed_at = Some(now());
-                    }
-                    Some("open") if i.state == "closed" => {
-                        i.state = "open".into();
-                        i.closed_at = None;
-                    }
-                    _ => {}
-                }
+                let wanted = b.get("state").and_then(Value::as_str);
+                apply_issue_state(&mut i.state, &mut i.closed_at, wanted, now());
                 i.updated_at = now();
                 let i = i.clone();
                 answer(201, self.issue_json(st, &i, None))
@@ -1039,6 +1018,27 @@ impl Inner {
         }
     }
 
+    /// The label ids of a create body (`labels`), or Gitea's 422 when one does not exist.
+    fn existing_label_ids(&self, st: &State, b: &Value) -> Result<Vec<i64>, Answer> {
+        let labels: Vec<i64> = b
+            .get("labels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .collect();
+        match labels
+            .iter()
+            .find(|id| !st.labels.iter().any(|l| l.id == **id))
+        {
+            Some(bad) => Err(answer(
+                422,
+                self.error(&format!("label does not exist [id: {bad}]")),
+            )),
+            None => Ok(labels),
+        }
+    }
+
     fn create_pr(&self, st: &mut State, b: &Value) -> Answer {
         let text = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let strings = |k: &str| -> Vec<String> {
@@ -1087,22 +1087,10 @@ impl Inner {
                 )),
             );
         }
-        let labels: Vec<i64> = b
-            .get("labels")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_i64)
-            .collect();
-        if let Some(bad) = labels
-            .iter()
-            .find(|id| !st.labels.iter().any(|l| l.id == **id))
-        {
-            return answer(
-                422,
-                self.error(&format!("label does not exist [id: {bad}]")),
-            );
-        }
+        let labels = match self.existing_label_ids(st, b) {
+            Ok(ids) => ids,
+            Err(refused) => return refused,
+        };
         let mut assignees = strings("assignees");
         let single = text("assignee");
         if !single.is_empty() && !assignees.contains(&single) {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use super::fake_forge::LoggedRequest;
-use super::fake_forge::{check_on_drop, FakeForge, Log};
+use super::fake_forge::{apply_issue_state, check_on_drop, FakeForge, Log};
 
 /// A pull request as the fake holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +149,19 @@ fn error_body(message: &str, status: u16) -> Value {
 
 fn answer(status: u16, body: Value) -> Answer {
     (status, Vec::new(), body)
+}
+
+/// Label names as GitHub takes them: strings, or objects with a `name`.
+fn label_names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            l.as_str()
+                .or_else(|| l.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 fn new_issue(
@@ -702,18 +715,7 @@ impl Inner {
                 answer(200, json!({ "users": users, "teams": teams }))
             }
             ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/labels") => {
-                let names: Vec<String> = b
-                    .get("labels")
-                    .unwrap_or(b)
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| {
-                        l.as_str()
-                            .or_else(|| l.get("name").and_then(Value::as_str))
-                            .map(str::to_string)
-                    })
-                    .collect();
+                let names = label_names(b.get("labels").unwrap_or(b));
                 for n in &names {
                     st.labels.insert(n.clone());
                 }
@@ -891,17 +893,7 @@ impl Inner {
                         }),
                     );
                 };
-                let labels: Vec<String> = b
-                    .get("labels")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| {
-                        l.as_str()
-                            .or_else(|| l.get("name").and_then(Value::as_str))
-                            .map(str::to_string)
-                    })
-                    .collect();
+                let labels = b.get("labels").map(label_names).unwrap_or_default();
                 st.labels.extend(labels.iter().cloned());
                 let body = b.get("body").and_then(Value::as_str).map(str::to_string);
                 let issue = new_issue(st, "rebake[bot]", title, body, labels);
@@ -923,17 +915,8 @@ impl Inner {
                 if let Some(body) = b.get("body").and_then(Value::as_str) {
                     i.body = Some(body.to_string());
                 }
-                match b.get("state").and_then(Value::as_str) {
-                    Some("closed") if i.state == "open" => {
-                        i.state = "closed".into();
-                        i.closed_at = Some(now());
-                    }
-                    Some("open") if i.state == "closed" => {
-                        i.state = "open".into();
-                        i.closed_at = None;
-                    }
-                    _ => {}
-                }
+                let wanted = b.get("state").and_then(Value::as_str);
+                apply_issue_state(&mut i.state, &mut i.closed_at, wanted, now());
                 i.updated_at = now();
                 let i = i.clone();
                 answer(200, self.issue_json(&i))
