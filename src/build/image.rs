@@ -184,41 +184,39 @@ pub async fn build_image_with(
         }),
         ..Default::default()
     };
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    let mut output = String::new();
-    let mut id: Option<String> = None;
-    let mut failure: Option<String> = None;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                for text in [&info.stream, &info.status].into_iter().flatten() {
-                    output.push_str(text);
-                    log.write_all(text.as_bytes())?;
-                }
-                if let Some(aux) = info.aux.as_ref() {
-                    if let Some(i) = aux.id.as_ref() {
-                        id = Some(i.clone());
-                    }
-                }
-                if let Some(e) = info.error_detail.and_then(|e| e.message) {
-                    failure = Some(e);
-                }
-            }
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                failure = Some(error);
-                break;
-            }
-            Err(e) => {
-                let _ = writeln!(log, "\nengine error: {e}");
-                return Err(anyhow!(
+    let mut attempt = 1;
+    let id = loop {
+        let (output, outcome) = run_build(docker, &options, &context, &mut log)
+            .await
+            .map_err(|e| {
+                anyhow!(
                     "image {name}: build failed: the container engine reported: {e} (log: {})",
                     log_path.display()
-                ));
+                )
+            })?;
+        let error = match outcome {
+            Ok(id) => break id,
+            Err(error) => error,
+        };
+        let _ = writeln!(log, "\nERROR: {error}");
+        let output = strip_ansi(&output);
+        if attempt < BUILD_ATTEMPTS {
+            if let Some(cause) = transient_network_error(&output) {
+                attempt += 1;
+                eprintln!(
+                    "image {name}: the build could not reach the network ({cause}); \
+                     building again in {} s (attempt {attempt} of {BUILD_ATTEMPTS})",
+                    RETRY_AFTER.as_secs()
+                );
+                let _ = writeln!(
+                    log,
+                    "\nrebake: network error ({cause}); building again (attempt {attempt} of \
+                     {BUILD_ATTEMPTS})\n"
+                );
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
             }
         }
-    }
-    if let Some(error) = failure {
-        let _ = writeln!(log, "\nERROR: {error}");
         let step = output
             .lines()
             .rfind(|l| l.starts_with("Step "))
@@ -228,10 +226,10 @@ pub async fn build_image_with(
         bail!(
             "image {name}: build failed at {step}: {}\nlast lines of output:\n{}\n(full log: {})",
             error.trim(),
-            indent(&last_lines(&strip_ansi(&output), 15)),
+            indent(&last_lines(&output, 15)),
             log_path.display()
         );
-    }
+    };
     log.flush()?;
     let built = match id {
         Some(id) => id,
@@ -256,6 +254,74 @@ pub async fn build_image_with(
         started.elapsed().as_secs_f64()
     )?;
     Ok(id)
+}
+
+/// A build that failed because a step could not reach the network (a resolver or mirror
+/// that was briefly away) is run once more after a pause; any other failure is final.
+const BUILD_ATTEMPTS: u32 = 2;
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// One run of the classic builder: its whole output (also written to `log`), and the image id
+/// it reported (`None`: ask the engine by tag) or the error that ended the build. `Err` is the
+/// engine itself failing (not a failed step).
+async fn run_build(
+    docker: &Docker,
+    options: &BuildImageOptions,
+    context: &[u8],
+    log: &mut std::fs::File,
+) -> Result<(String, std::result::Result<Option<String>, String>)> {
+    let mut stream = docker.build_image(
+        options.clone(),
+        None,
+        Some(bollard::body_full(context.to_vec().into())),
+    );
+    let mut output = String::new();
+    let mut id: Option<String> = None;
+    let mut failure: Option<String> = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                for text in [&info.stream, &info.status].into_iter().flatten() {
+                    output.push_str(text);
+                    log.write_all(text.as_bytes())?;
+                }
+                if let Some(i) = info.aux.as_ref().and_then(|aux| aux.id.as_ref()) {
+                    id = Some(i.clone());
+                }
+                if let Some(e) = info.error_detail.and_then(|e| e.message) {
+                    failure = Some(e);
+                }
+            }
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                failure = Some(error);
+                break;
+            }
+            Err(e) => {
+                let _ = writeln!(log, "\nengine error: {e}");
+                return Err(e.into());
+            }
+        }
+    }
+    Ok((output, failure.map_or(Ok(id), Err)))
+}
+
+/// The line of a failed build's output that says a step could not reach the network, as apt,
+/// curl and wget word it (name resolution, refused or timed-out connections).
+fn transient_network_error(output: &str) -> Option<&str> {
+    const MARKS: [&str; 6] = [
+        "Temporary failure resolving",
+        "Could not resolve",
+        "Could not connect to",
+        "Connection timed out",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+    ];
+    output
+        .lines()
+        .rev()
+        .take(40)
+        .find(|l| MARKS.iter().any(|m| l.contains(m)))
+        .map(str::trim)
 }
 
 /// Removes the colour codes the classic builder wraps around a step's stderr.
@@ -479,6 +545,31 @@ pub async fn read_changelogs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// apt's words when a build step lost the resolver (taken from a failed CI build), and a
+    /// failure that is no network error and is not built again.
+    #[test]
+    fn network_errors_are_told_from_other_build_failures() {
+        let apt = "Get:1 http://mirror.example/debian trixie/main amd64 hello amd64 2.10-5\n\
+                   Ign:1 http://mirror.example/debian trixie/main amd64 hello amd64 2.10-5\n\
+                   Err:1 http://mirror.example/debian trixie/main amd64 hello amd64 2.10-5\n  \
+                   Temporary failure resolving 'mirror.example'\n\
+                   E: Failed to fetch http://mirror.example/debian/pool/main/h/hello/\
+                   hello_2.10-5_amd64.deb  Temporary failure resolving 'mirror.example'\n\
+                   E: Unable to fetch some archives, maybe run apt-get update or try with \
+                   --fix-missing?\n";
+        assert_eq!(
+            transient_network_error(apt),
+            Some(
+                "E: Failed to fetch http://mirror.example/debian/pool/main/h/hello/\
+                 hello_2.10-5_amd64.deb  Temporary failure resolving 'mirror.example'"
+            )
+        );
+        let curl = "curl: (28) Connection timed out after 10001 milliseconds\n";
+        assert!(transient_network_error(curl).is_some());
+        let version = "E: Version '2.10-9' for 'hello' was not found\n";
+        assert_eq!(transient_network_error(version), None);
+    }
 
     #[test]
     fn colour_codes_are_stripped() {
