@@ -4,18 +4,64 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
-/// One state directory for the end-to-end runs, so the base image is built once; runs are
-/// serialized because they share it.
-pub fn shared_state() -> (&'static Path, std::sync::MutexGuard<'static, ()>) {
-    static STATE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    (
-        STATE.get_or_init(|| tempfile::tempdir().unwrap()).path(),
-        guard,
-    )
+/// A state directory of its own for an end-to-end run, seeded with the Debian base and the
+/// verified archive indices, so the base is built once for all of them (by the first caller,
+/// while the others wait) and the runs go on side by side. The directory is removed when the
+/// returned guard drops.
+pub fn shared_state() -> (&'static Path, StateDir) {
+    static SEED: Mutex<Option<tempfile::TempDir>> = Mutex::new(None);
+    let mut seed = SEED.lock().unwrap_or_else(|e| e.into_inner());
+    if seed.is_none() {
+        *seed = Some(seed_state());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let from = seed.as_ref().unwrap().path();
+    // What rebake reads again and writes only by renaming: linking it is as good as a copy.
+    for sub in ["bases", "indices", "suites"] {
+        link_tree(&from.join(sub), &dir.path().join(sub));
+    }
+    drop(seed);
+    let path: &'static Path = Box::leak(dir.path().to_path_buf().into_boxed_path());
+    (path, StateDir(dir))
+}
+
+/// Removes its state directory on drop.
+pub struct StateDir(#[allow(dead_code)] tempfile::TempDir);
+
+/// A state directory where `rebake build` has built the base (and read the archive) once.
+fn seed_state() -> tempfile::TempDir {
+    let state = tempfile::tempdir().unwrap();
+    let ops = ticker_gitops("rebake-seed-unused");
+    let out = rebake(&ops, state.path(), &["build", "--no-push"], &[]);
+    assert!(
+        out.status.success(),
+        "building the base the end-to-end runs share failed:\n{}",
+        text(&out)
+    );
+    state
+}
+
+/// Hard-links every file under `from` into the same place under `to`, but the base's tarballs
+/// (written in place when a run builds another base, and never read again once built).
+fn link_tree(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    std::fs::create_dir_all(to).unwrap();
+    for e in entries {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.extension().is_some_and(|x| x == "tar") {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            link_tree(&src, &dst);
+        } else if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
 }
 
 /// Runs the git CLI in `dir` as a human would (to set up, merge, inspect): a fixed identity,
