@@ -97,7 +97,9 @@ pub fn run_once(ctx: &Context, req: RunRequest) -> Result<u8> {
             ctx.repo.display()
         );
     }
-    println!("\n== propose: scan, build, test, and one proposal per image with updates");
+    println!(
+        "\n== propose: scan, build, test, and one proposal per image (or image tree) with updates"
+    );
     let proposed = propose(
         &ctx,
         ProposeRequest {
@@ -127,11 +129,21 @@ pub fn run_once(ctx: &Context, req: RunRequest) -> Result<u8> {
     );
     if embedded {
         println!(
-            "  proposals:       branches rebake/<image> of {}",
+            "  proposals:       branches rebake/<image> and rebake/group/<group> of {}",
             state_dir.join("default/origin.git").display()
         );
-        println!("\nTo merge the nginx proposal as a reviewer would, then deploy it (paste both):");
-        println!("  {}", merge_hint(&ctx.repo, "rebake/nginx"));
+        // nginx builds on debian: its proposal is its image tree's (review group).
+        let group = crate::policy::load_policies(&ctx.repo)
+            .ok()
+            .and_then(|ps| ps.into_iter().find(|p| p.name == "nginx"))
+            .and_then(|p| p.review.group);
+        let what = match &group {
+            Some(g) => format!("the {g} proposal (nginx and the images of its tree)"),
+            None => "the nginx proposal".to_string(),
+        };
+        println!("\nTo merge {what} as a reviewer would, then deploy it (paste both):");
+        let branch = crate::repo::proposal_branch("nginx", group.as_deref());
+        println!("  {}", merge_hint(&ctx.repo, &branch));
         println!("  {}", run_once_hint(&ctx));
     }
     Ok(proposed.max(deployed))

@@ -1,7 +1,8 @@
-//! The repository's own example images (plain Debian, nginx, PostgreSQL) built end to end by
-//! `rebake build` against the real Debian mirrors the host's apt sources name and the running
-//! engine: they pass their tests, their locks say exactly what is inside, a second run
-//! rebuilds nothing, and `rebake render --check` agrees with the committed Dockerfiles.
+//! The repository's own example images (plain Debian, and nginx and PostgreSQL built on it: an
+//! image tree) built end to end by `rebake build` against the real Debian mirrors the host's
+//! apt sources name and the running engine: they pass their tests, their locks say exactly what
+//! is inside and what they build on, a second run rebuilds nothing, and `rebake render --check`
+//! agrees with the committed Dockerfiles.
 
 use crate::scan::{example_repo, rebake};
 use rebake::lock::Lock;
@@ -98,7 +99,21 @@ fn example_images_build_pass_their_tests_and_stay_current() {
             dockerfile.to_lowercase().contains("do not edit"),
             "{dockerfile}"
         );
-        assert!(dockerfile.contains(&base.id), "{dockerfile}");
+        // nginx and postgres build on debian's locked image (an image tree), debian on the base.
+        let from = match &lock.parent {
+            Some(parent) => {
+                let debian = Lock::read(&repo.join("images/debian/rebake.lock")).unwrap();
+                assert_eq!(parent.name, "debian", "{img}");
+                assert_eq!(parent.image, debian.image.as_ref().unwrap().id, "{img}");
+                assert_eq!(base.rootfs_sha256, debian.base.unwrap().rootfs_sha256);
+                parent.image.clone()
+            }
+            None => {
+                assert_eq!(img, "debian", "{img} builds on debian");
+                base.id.clone()
+            }
+        };
+        assert!(dockerfile.contains(&format!("FROM {from}")), "{dockerfile}");
         // apt inside the image agrees there is nothing to upgrade.
         let upgradable = ok(&docker(&[
             "run",

@@ -486,7 +486,7 @@ fn postgres_example_nightly_dump_and_restore_check() {
     let t = Instant::now();
     ok(&rebake(
         state.path(),
-        &args(&["build", "postgres", "--no-push"]),
+        &args(&["build", "debian", "postgres", "--no-push"]),
     ));
     eprintln!(
         "postgres example built in {:.1}s",

@@ -46,8 +46,19 @@ fn hint_lines(stdout: &str, heading: &str) -> Vec<String> {
         .collect()
 }
 
-fn remove_container(name: &str) {
-    let _ = Command::new("docker").args(["rm", "-f", name]).output();
+/// The embedded default's containers and the database's volumes, so each run starts afresh.
+fn remove_containers() {
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "rebake-nginx", "rebake-postgres"])
+        .output();
+    let _ = Command::new("docker")
+        .args([
+            "volume",
+            "rm",
+            "rebake-postgres-data",
+            "rebake-postgres-backups",
+        ])
+        .output();
 }
 
 #[test]
@@ -59,7 +70,7 @@ fn newcomer_main_job_proposes_then_deploys_the_merged_tested_image() {
     let cwd = dir.path().join("somewhere");
     std::fs::create_dir(&cwd).unwrap();
     let state = home.join(".local/state/rebake");
-    remove_container("rebake-nginx");
+    remove_containers();
 
     let first = rebake(&cwd, &home, &["run", "--once"]);
     let out = text(&first);
@@ -78,18 +89,30 @@ fn newcomer_main_job_proposes_then_deploys_the_merged_tested_image() {
         "the default state directory is under HOME:\n{out}"
     );
 
-    // The newcomer pastes what the first run printed: merge nginx, then run again.
+    // The newcomer pastes what the first run printed: merge the proposal, run again. nginx and
+    // postgres build on debian: the three are one image tree, proposed together.
+    let work = state.join("default/work");
     let stdout = String::from_utf8_lossy(&first.stdout);
-    let hints = hint_lines(&stdout, "To merge the nginx proposal");
+    let hints = hint_lines(
+        &stdout,
+        "To merge the tree-debian proposal (nginx and the images of its tree)",
+    );
     assert_eq!(hints.len(), 2, "two commands to paste:\n{stdout}");
     let merged = paste(&cwd, &home, &hints[0]);
     assert!(merged.status.success(), "{}: {}", hints[0], text(&merged));
-    let work = state.join("default/work");
     assert_eq!(
         git(&work, &["rev-parse", "origin/main"]),
-        git(&work, &["rev-parse", "origin/rebake/nginx"]),
+        git(&work, &["rev-parse", "origin/rebake/group/tree-debian"]),
         "main is the tested proposal after the merge"
     );
+    let lock = |image: &str| {
+        rebake::lock::Lock::read(&work.join(format!("images/{image}/rebake.lock"))).unwrap()
+    };
+    let debian = lock("debian").image.unwrap().id;
+    for child in ["nginx", "postgres"] {
+        let parent = lock(child).parent.expect("a child's lock names its parent");
+        assert_eq!((parent.name.as_str(), &parent.image), ("debian", &debian));
+    }
 
     let second = paste(&cwd, &home, &hints[1]);
     let out = text(&second);
@@ -99,8 +122,12 @@ fn newcomer_main_job_proposes_then_deploys_the_merged_tested_image() {
         .find(|l| l.starts_with("nginx") && l.contains("docker:rebake-nginx"))
         .unwrap_or_else(|| panic!("no nginx deploy row:\n{out}"));
     assert!(row.contains("deployed"), "{row}");
-    let lock = rebake::lock::Lock::read(&work.join("images/nginx/rebake.lock")).unwrap();
-    let tested = lock.image.unwrap().id;
+    let postgres = out
+        .lines()
+        .find(|l| l.starts_with("postgres") && l.contains("docker:rebake-postgres"))
+        .unwrap_or_else(|| panic!("no postgres deploy row:\n{out}"));
+    assert!(postgres.contains("deployed"), "{postgres}");
+    let tested = lock("nginx").image.unwrap().id;
     assert!(
         row.contains(&tested),
         "deployed what the lock says was tested: {row}"
@@ -163,5 +190,5 @@ fn newcomer_main_job_proposes_then_deploys_the_merged_tested_image() {
         out.contains("refused: the engine does not have image sha256:000"),
         "{out}"
     );
-    remove_container("rebake-nginx");
+    remove_containers();
 }
