@@ -3,7 +3,9 @@
 # the command line) is built twice by `rebake build IMAGE --no-push --force --no-cache`, each
 # time in a fresh copy of the repository with its own state directory (so the base is built
 # again by mmdebstrap and no layer is reused), and the two image ids are compared. Prints one
-# line per image (both ids, both times) and exits 1 when any image differs or fails.
+# line per image (both ids, both times) and exits 1 when any image differs or fails. An image
+# with `from:` is built together with its ancestors (nginx and postgres with debian), which the
+# time then includes.
 #
 # Needs what `rebake build` needs (a Docker engine, mmdebstrap, the Debian mirrors of the
 # host's apt sources). The binary: $REBAKE, else target/debug/rebake (built when missing).
@@ -27,14 +29,26 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failed=0
+# The image and the images it builds on (`from:`), parents first.
+with_ancestors() {
+  local img=$1 chain=() parent
+  while [ -n "$img" ]; do
+    chain=("$img" "${chain[@]}")
+    parent=$(sed -n 's/^from:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "policies/$img.yaml")
+    img=$parent
+  done
+  echo "${chain[@]}"
+}
+
 for img in "${images[@]}"; do
+  read -r -a build <<<"$(with_ancestors "$img")"
   ids=() times=()
   for n in 1 2; do
     dir="$work/$img-$n"
     mkdir -p "$dir/repo"
     cp -r "$root/policies" "$root/templates" "$dir/repo/"
     start=$(date +%s.%N)
-    if ! REBAKE_SECURITY_TRACKER=off "$rebake" build "$img" --no-push --force --no-cache \
+    if ! REBAKE_SECURITY_TRACKER=off "$rebake" build "${build[@]}" --no-push --force --no-cache \
         --repo "$dir/repo" --state-dir "$dir/state" >"$dir/out" 2>&1; then
       echo "$img: build $n failed:"; cat "$dir/out"; failed=1; continue 2
     fi

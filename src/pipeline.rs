@@ -517,6 +517,27 @@ async fn parent_image(
     ))
 }
 
+/// The OCI annotations of a pushed image's manifest: why it was built, and for a `from:` image
+/// the image it builds on (OCI's `base.name`/`base.digest`).
+fn manifest_annotations(reason: &str, parent: Option<&lock::Parent>) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert("dev.rebake.reason".to_string(), reason.to_string());
+    if let Some(p) = parent {
+        let reference = p.digest.as_deref().unwrap_or(&p.image);
+        a.insert(
+            "org.opencontainers.image.base.name".to_string(),
+            reference.to_string(),
+        );
+        if let Some((_, digest)) = p.digest.as_deref().and_then(|d| d.rsplit_once('@')) {
+            a.insert(
+                "org.opencontainers.image.base.digest".to_string(),
+                digest.to_string(),
+            );
+        }
+    }
+    a
+}
+
 /// Why an image is (re)built, for its lock, its label and its proposal.
 fn build_reason(
     old: Option<&Lock>,
@@ -712,12 +733,14 @@ async fn build_one(
         &rel.index,
         policy,
     );
-    // The reason stays out of the image: a rebuild of the same commit (rebake verify
-    // --rebuild) must give the same id whatever made the first build.
+    // The reason stays out of the image (it goes on the pushed manifest): a rebuild of the same
+    // commit (rebake verify --rebuild) must give the same id whatever made the first build.
+    // The parent by image id, not digest: the digest's manifest carries the parent's own
+    // reason, and the child's id must not change with why its parent was last built.
     if let Some((p, _)) = &parent {
         labels.insert(
             "dev.rebake.parent".to_string(),
-            format!("{} {}", p.name, p.digest.as_deref().unwrap_or(&p.image)),
+            format!("{} {}", p.name, p.image),
         );
     }
     // What the image was made from: the rendered Dockerfile and the verified archive state.
@@ -771,10 +794,14 @@ async fn build_one(
                 policy.suite,
                 &image_id.trim_start_matches("sha256:")[..12]
             );
+            let pushed = publish::push(docker, &image_id, reg, name, &tag)
+                .await
+                .with_context(|| format!("image {name}: publish stage"))?;
+            let annotations = manifest_annotations(&reason, parent.as_ref().map(|(p, _)| p));
             Some(
-                publish::push(docker, &image_id, reg, name, &tag)
+                publish::annotate(reg, &pushed, &tag, &annotations)
                     .await
-                    .with_context(|| format!("image {name}: publish stage"))?,
+                    .with_context(|| format!("image {name}: publish stage (annotations)"))?,
             )
         }
         None => None,

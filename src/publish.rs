@@ -170,6 +170,81 @@ pub async fn push(
     Ok(format!("{repo}@{digest}"))
 }
 
+/// Re-stores the manifest the engine pushed (`repo_at_digest`, tagged `tag`) as an OCI image
+/// manifest carrying `annotations` (why it was built, what it builds on), and returns the new
+/// `<repo>@sha256:…`. The engine's push writes Docker's manifest, which has no annotations; the
+/// config and layers stay the same blobs, so the image id does not change, and the same image
+/// with the same annotations always gets the same digest.
+pub async fn annotate(
+    registry: &RegistryConfig,
+    repo_at_digest: &str,
+    tag: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<String> {
+    let (repo, digest) = repo_at_digest
+        .split_once('@')
+        .ok_or_else(|| anyhow!("{repo_at_digest:?} is not <repository>@<digest>"))?;
+    let api = RegistryApi::new(registry)?;
+    let path = repository_path(registry, repo)?;
+    let pushed = get_manifest(&api, path, digest)
+        .await?
+        .ok_or_else(|| anyhow!("registry {} has no {repo_at_digest}", registry.url))?;
+    let manifest = oci_manifest_with(&pushed, annotations)
+        .with_context(|| format!("the manifest of {repo_at_digest}"))?;
+    let new = put_manifest(&api, path, tag, OCI_MANIFEST, &manifest).await?;
+    Ok(format!("{repo}@{new}"))
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// `manifest` (Docker's schema 2 or OCI) as an OCI image manifest with `annotations`: Docker's
+/// media types become their OCI equivalents (the blobs are the same bytes), keys in a fixed
+/// order.
+fn oci_manifest_with(
+    manifest: &[u8],
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let m: serde_json::Value = serde_json::from_slice(manifest).context("not JSON")?;
+    let oci_type = |t: &str| -> Result<&'static str> {
+        Ok(match t {
+            "application/vnd.docker.container.image.v1+json"
+            | "application/vnd.oci.image.config.v1+json" => {
+                "application/vnd.oci.image.config.v1+json"
+            }
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.oci.image.layer.v1.tar+gzip" => {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            }
+            "application/vnd.oci.image.layer.v1.tar" => "application/vnd.oci.image.layer.v1.tar",
+            other => bail!("a descriptor of media type {other:?}, which has no OCI equivalent"),
+        })
+    };
+    let descriptor = |d: &serde_json::Value| -> Result<serde_json::Value> {
+        let (Some(t), Some(digest), Some(size)) = (
+            d["mediaType"].as_str(),
+            d["digest"].as_str(),
+            d["size"].as_u64(),
+        ) else {
+            bail!("a descriptor without mediaType, digest or size");
+        };
+        Ok(serde_json::json!({"mediaType": oci_type(t)?, "digest": digest, "size": size}))
+    };
+    let layers = m["layers"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no layers"))?
+        .iter()
+        .map(descriptor)
+        .collect::<Result<Vec<_>>>()?;
+    let out = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(&m["config"])?,
+        "layers": layers,
+        "annotations": annotations,
+    });
+    Ok(serde_json::to_vec(&out)?)
+}
+
 /// Whether the registry holds the manifest `repo_at_digest`
 /// (`<host>[/<namespace>]/<image>@sha256:…`, as [`push`] returns it): `HEAD
 /// /v2/<repository>/manifests/<digest>`. 200 is yes, 404 is no, anything else is an error.
@@ -650,6 +725,33 @@ async fn repo_digest(docker: &Docker, image_id: &str, repo: &str) -> Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest as Docker 20.10's push writes it becomes an OCI manifest over the same blobs,
+    /// with the annotations; a media type OCI has no name for is refused, not passed on.
+    #[test]
+    fn dockers_manifest_becomes_an_annotated_oci_manifest_over_the_same_blobs() {
+        let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":1469,"digest":"sha256:aa"},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":29,"digest":"sha256:bb"}]}"#;
+        let annotations: std::collections::BTreeMap<String, String> =
+            [("dev.rebake.reason".to_string(), "first build".to_string())].into();
+        let oci: serde_json::Value =
+            serde_json::from_slice(&oci_manifest_with(docker, &annotations).unwrap()).unwrap();
+        assert_eq!(
+            oci,
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": "sha256:aa", "size": 1469},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": "sha256:bb", "size": 29}],
+                "annotations": {"dev.rebake.reason": "first build"},
+            })
+        );
+        let foreign = String::from_utf8_lossy(docker)
+            .replace("rootfs.diff.tar.gzip", "rootfs.foreign.diff.tar.gzip");
+        let err = oci_manifest_with(foreign.as_bytes(), &annotations).unwrap_err();
+        assert!(format!("{err:#}").contains("foreign"), "{err:#}");
+    }
 
     #[test]
     fn digest_from_push_status() {

@@ -457,6 +457,41 @@ fn builds_run_in_parallel_per_engine_jobs_and_spread_over_two_engines() {
             .starts_with(&registry.host()),
         "{parent:?}"
     );
+    // The pushed manifest says why gamma was built and what it builds on (OCI annotations);
+    // its config is the image the lock names.
+    let pushed = gamma.image.as_ref().unwrap().digest.clone().unwrap();
+    let (repo, digest) = pushed.split_once('@').unwrap();
+    let url = format!(
+        "http://{}/v2/{}/manifests/{digest}",
+        registry.host(),
+        repo.strip_prefix(&format!("{}/", registry.host())).unwrap()
+    );
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let got = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Accept: {oci}"), &url])
+        .output()
+        .expect("curl (apt-get install curl)");
+    let manifest: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(manifest["mediaType"], oci, "{manifest}");
+    assert_eq!(
+        manifest["config"]["digest"],
+        gamma.image.as_ref().unwrap().id
+    );
+    let annotations = &manifest["annotations"];
+    assert_eq!(
+        annotations["dev.rebake.reason"].as_str(),
+        gamma.reason.as_deref(),
+        "{manifest}"
+    );
+    let parent_digest = parent.digest.as_deref().unwrap();
+    assert_eq!(
+        annotations["org.opencontainers.image.base.name"],
+        parent_digest
+    );
+    assert_eq!(
+        annotations["org.opencontainers.image.base.digest"],
+        parent_digest.split_once('@').unwrap().1
+    );
 
     // The same images every way: builds are reproducible across runs and engines.
     for image in ["alpha", "beta", "gamma"] {
