@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::config::RegistryConfig;
 use crate::lock::Lock;
+use crate::publish::{OCI_CONFIG, OCI_MANIFEST};
 use crate::signing::{Signer, Verifier};
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -32,8 +33,6 @@ pub const BUILD_TYPE: &str = "urn:rebake:build-type:debian-image:v1";
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const DSSE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// What the build knew besides the lock: the inputs in the GitOps repository and the times.
 #[derive(Debug, Clone)]

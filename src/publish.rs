@@ -195,7 +195,8 @@ pub async fn annotate(
     Ok(format!("{repo}@{new}"))
 }
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// `manifest` (Docker's schema 2 or OCI) as an OCI image manifest with `annotations`: Docker's
 /// media types become their OCI equivalents (the blobs are the same bytes), keys in a fixed
@@ -207,10 +208,7 @@ fn oci_manifest_with(
     let m: serde_json::Value = serde_json::from_slice(manifest).context("not JSON")?;
     let oci_type = |t: &str| -> Result<&'static str> {
         Ok(match t {
-            "application/vnd.docker.container.image.v1+json"
-            | "application/vnd.oci.image.config.v1+json" => {
-                "application/vnd.oci.image.config.v1+json"
-            }
+            "application/vnd.docker.container.image.v1+json" | OCI_CONFIG => OCI_CONFIG,
             "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.oci.image.layer.v1.tar+gzip" => {
                 "application/vnd.oci.image.layer.v1.tar+gzip"
