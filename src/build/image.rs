@@ -160,8 +160,11 @@ pub async fn build_image_with(
         }
         built_from.push('\n');
     }
-    let context = context_tar(repo, name, &built_from)
-        .with_context(|| format!("image {name}: cannot assemble the build context"))?;
+    // Shared, not copied, by each attempt.
+    let context = bytes::Bytes::from(
+        context_tar(repo, name, &built_from)
+            .with_context(|| format!("image {name}: cannot assemble the build context"))?,
+    );
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir).ok();
     }
@@ -267,13 +270,13 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
 async fn run_build(
     docker: &Docker,
     options: &BuildImageOptions,
-    context: &[u8],
+    context: &bytes::Bytes,
     log: &mut std::fs::File,
 ) -> Result<(String, std::result::Result<Option<String>, String>)> {
     let mut stream = docker.build_image(
         options.clone(),
         None,
-        Some(bollard::body_full(context.to_vec().into())),
+        Some(bollard::body_full(context.clone())),
     );
     let mut output = String::new();
     let mut id: Option<String> = None;
